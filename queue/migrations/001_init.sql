@@ -122,3 +122,57 @@ BEGIN
               HINT = 'create it first (drove queues create NAME) or check the name';
 END;
 $$;
+
+-- Reclaims the jobs of workers whose lease expired. Runs as one call so it
+-- can share a pipelined connection; inside a volatile function each
+-- statement takes a fresh snapshot, so the reclaim sees jobs claimed by a
+-- claim that committed while the DELETE waited for its lock (see claim).
+CREATE FUNCTION {s}.leases_reclaim(sweep_orphans boolean,
+                                   OUT workers text[], OUT requeued bigint, OUT dead bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH gone AS (DELETE FROM {s}.workers WHERE expires_at < now() RETURNING id)
+    SELECT COALESCE(array_agg(id ORDER BY id), '{}') INTO workers FROM gone;
+    requeued := 0;
+    dead := 0;
+    IF cardinality(workers) = 0 AND NOT sweep_orphans THEN
+        RETURN;
+    END IF;
+    WITH lost AS (
+        SELECT j.id, j.attempt >= COALESCE(j.max_attempts, q.max_attempts) AS final
+        FROM {s}.jobs j
+        JOIN {s}.queues q ON q.name = j.queue
+        WHERE j.state = 'running'
+          AND (j.lease_owner = ANY(workers)
+               OR NOT EXISTS (SELECT 1 FROM {s}.workers w WHERE w.id = j.lease_owner))
+        FOR UPDATE OF j
+    ), requeued_jobs AS (
+        UPDATE {s}.jobs j
+        SET state = 'available', run_at = now(), lease_owner = NULL, cancel_requested = false,
+            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(),
+                     'error', 'worker lost: lease expired', 'worker', j.lease_owner)
+        FROM lost
+        WHERE j.id = lost.id AND NOT lost.final
+        RETURNING j.id, j.queue
+    ), dead_jobs AS (
+        DELETE FROM {s}.jobs j USING lost
+        WHERE j.id = lost.id AND lost.final
+        RETURNING j.*
+    ), buried AS (
+        INSERT INTO {s}.jobs_done (id, queue, kind, state, priority, attempt, max_attempts, run_at,
+                                   created_at, started_at, finished_at, worker, unique_key,
+                                   ordering_key, payload, progress, result, errors)
+        SELECT id, queue, kind, 'dead', priority, attempt, max_attempts, run_at, created_at,
+               started_at, now(), lease_owner, unique_key, ordering_key, payload, progress, NULL,
+               errors || jsonb_build_object('attempt', attempt, 'at', now(),
+                         'error', 'worker lost: lease expired', 'worker', lease_owner)
+        FROM dead_jobs
+        RETURNING id
+    ), woken AS (
+        SELECT count(pg_notify('{jobs_chan}', d.queue)) AS n
+        FROM (SELECT DISTINCT queue FROM requeued_jobs) d
+    )
+    SELECT (SELECT count(*) FROM requeued_jobs), (SELECT count(*) FROM buried), (SELECT n FROM woken)
+    INTO requeued, dead;
+END;
+$$;

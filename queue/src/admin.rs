@@ -30,11 +30,22 @@ SELECT ins.id FROM ins, woken ORDER BY ins.id";
 
 /// Puts dead (or cancelled) jobs back to `available` with a fresh attempt
 /// budget; their error history is kept.
-pub async fn jobs_retry(client: &impl GenericClient, schema: &Schema, ids: &[JobId]) -> Result<Vec<JobId>> {
+pub async fn jobs_retry(
+    client: &impl GenericClient,
+    schema: &Schema,
+    ids: &[JobId],
+) -> Result<Vec<JobId>> {
     let sql = schema.sql(JOBS_RETRY);
     let no_queue: Option<&str> = None;
     let rows = client
-        .query_typed(&sql, &[(&ids, Type::INT8_ARRAY), (&no_queue, Type::TEXT), (&true, Type::BOOL)])
+        .query_typed(
+            &sql,
+            &[
+                (&ids, Type::INT8_ARRAY),
+                (&no_queue, Type::TEXT),
+                (&true, Type::BOOL),
+            ],
+        )
         .await
         .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -44,17 +55,33 @@ pub async fn jobs_retry(client: &impl GenericClient, schema: &Schema, ids: &[Job
 pub async fn job_retry(client: &impl GenericClient, schema: &Schema, id: JobId) -> Result<()> {
     if jobs_retry(client, schema, &[id]).await?.is_empty() {
         let job = crate::inspect::job_get(client, schema, id).await?;
-        return Err(Error::WrongState { id, state: job.state.to_string(), action: "retry", needs: "dead or cancelled" });
+        return Err(Error::WrongState {
+            id,
+            state: job.state.to_string(),
+            action: "retry",
+            needs: "dead or cancelled",
+        });
     }
     Ok(())
 }
 
 /// Retries every dead job (of one queue, or all).
-pub async fn jobs_retry_dead(client: &impl GenericClient, schema: &Schema, queue: Option<&str>) -> Result<Vec<JobId>> {
+pub async fn jobs_retry_dead(
+    client: &impl GenericClient,
+    schema: &Schema,
+    queue: Option<&str>,
+) -> Result<Vec<JobId>> {
     let sql = schema.sql(JOBS_RETRY);
     let ids: Option<Vec<JobId>> = None;
     let rows = client
-        .query_typed(&sql, &[(&ids, Type::INT8_ARRAY), (&queue, Type::TEXT), (&false, Type::BOOL)])
+        .query_typed(
+            &sql,
+            &[
+                (&ids, Type::INT8_ARRAY),
+                (&queue, Type::TEXT),
+                (&false, Type::BOOL),
+            ],
+        )
         .await
         .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -91,8 +118,15 @@ pub enum Cancelled {
 }
 
 /// Cancels a pending job at once, or asks the worker running it to stop it.
-pub async fn job_cancel(client: &impl GenericClient, schema: &Schema, id: JobId) -> Result<Cancelled> {
-    let row = client.query_typed_one(&schema.sql(JOB_CANCEL), &[(&id, Type::INT8)]).await.db()?;
+pub async fn job_cancel(
+    client: &impl GenericClient,
+    schema: &Schema,
+    id: JobId,
+) -> Result<Cancelled> {
+    let row = client
+        .query_typed_one(&schema.sql(JOB_CANCEL), &[(&id, Type::INT8)])
+        .await
+        .db()?;
     let (now, requested): (i64, i64) = (row.get(0), row.get(1));
     if now == 1 {
         return Ok(Cancelled::Now);
@@ -105,6 +139,10 @@ pub async fn job_cancel(client: &impl GenericClient, schema: &Schema, id: JobId)
         id,
         state: job.state.to_string(),
         action: "cancel",
-        needs: if job.state == JobState::Cancelled { "a job not already cancelled" } else { "available or running" },
+        needs: if job.state == JobState::Cancelled {
+            "a job not already cancelled"
+        } else {
+            "available or running"
+        },
     })
 }

@@ -41,9 +41,18 @@ RETURNING j.id, j.kind, j.attempt, COALESCE(j.timeout_ms, (SELECT timeout_ms FRO
 /// Leases up to `limit` due jobs of `queue` to `worker_id`, in priority,
 /// then due-time, then id order. Returns fewer (or none) when the queue has
 /// fewer due jobs, is paused, or the worker's registry row has expired.
-pub async fn jobs_claim(conn: &Conn, queue: &str, limit: i64, worker_id: &str) -> Result<Vec<ClaimedJob>> {
+pub async fn jobs_claim(
+    conn: &Conn,
+    queue: &str,
+    limit: i64,
+    worker_id: &str,
+) -> Result<Vec<ClaimedJob>> {
     let stmt = conn.prepared(JOBS_CLAIM).await?;
-    let rows = conn.client().query(&stmt, &[&queue, &limit, &worker_id]).await.db()?;
+    let rows = conn
+        .client()
+        .query(&stmt, &[&queue, &limit, &worker_id])
+        .await
+        .db()?;
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         let payload: Json<Box<RawValue>> = row.get(4);

@@ -49,15 +49,24 @@ pub struct Completion {
 }
 
 /// Records successes in one statement. Returns the ids accepted.
-pub async fn jobs_complete_many(conn: &Conn, worker_id: &str, done: &[Completion]) -> Result<Vec<JobId>> {
+pub async fn jobs_complete_many(
+    conn: &Conn,
+    worker_id: &str,
+    done: &[Completion],
+) -> Result<Vec<JobId>> {
     if done.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<JobId> = done.iter().map(|c| c.id).collect();
     let attempts: Vec<i32> = done.iter().map(|c| c.attempt).collect();
-    let results: Vec<Option<Json<&RawValue>>> = done.iter().map(|c| c.result.as_deref().map(Json)).collect();
+    let results: Vec<Option<Json<&RawValue>>> =
+        done.iter().map(|c| c.result.as_deref().map(Json)).collect();
     let stmt = conn.prepared(JOBS_COMPLETE_MANY).await?;
-    let rows = conn.client().query(&stmt, &[&ids, &attempts, &results, &worker_id]).await.db()?;
+    let rows = conn
+        .client()
+        .query(&stmt, &[&ids, &attempts, &results, &worker_id])
+        .await
+        .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -118,7 +127,10 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailOutcome {
     /// Back to `available`, due again at this time.
-    Retry { id: JobId, run_at: chrono::DateTime<chrono::Utc> },
+    Retry {
+        id: JobId,
+        run_at: chrono::DateTime<chrono::Utc>,
+    },
     /// Attempts used up or not retryable.
     Dead { id: JobId },
 }
@@ -126,7 +138,11 @@ pub enum FailOutcome {
 /// Records failures in one statement: each job is retried after a capped,
 /// jittered exponential backoff, or buried as `dead` when its attempts are
 /// used up. Fenced jobs are left out of the result.
-pub async fn jobs_fail_many(conn: &Conn, worker_id: &str, failed: &[Failure]) -> Result<Vec<FailOutcome>> {
+pub async fn jobs_fail_many(
+    conn: &Conn,
+    worker_id: &str,
+    failed: &[Failure],
+) -> Result<Vec<FailOutcome>> {
     if failed.is_empty() {
         return Ok(Vec::new());
     }
@@ -135,13 +151,22 @@ pub async fn jobs_fail_many(conn: &Conn, worker_id: &str, failed: &[Failure]) ->
     let errors: Vec<&str> = failed.iter().map(|f| f.error.as_str()).collect();
     let retryable: Vec<bool> = failed.iter().map(|f| f.retryable).collect();
     let stmt = conn.prepared(JOBS_FAIL_MANY).await?;
-    let rows = conn.client().query(&stmt, &[&ids, &attempts, &errors, &retryable, &worker_id]).await.db()?;
+    let rows = conn
+        .client()
+        .query(&stmt, &[&ids, &attempts, &errors, &retryable, &worker_id])
+        .await
+        .db()?;
     Ok(rows
         .iter()
-        .map(|r| match r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(1) {
-            Some(run_at) => FailOutcome::Retry { id: r.get(0), run_at },
-            None => FailOutcome::Dead { id: r.get(0) },
-        })
+        .map(
+            |r| match r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(1) {
+                Some(run_at) => FailOutcome::Retry {
+                    id: r.get(0),
+                    run_at,
+                },
+                None => FailOutcome::Dead { id: r.get(0) },
+            },
+        )
         .collect())
 }
 
@@ -164,14 +189,22 @@ RETURNING id"
 );
 
 /// Records running jobs that were stopped because someone cancelled them.
-pub async fn jobs_cancelled_many(conn: &Conn, worker_id: &str, jobs: &[(JobId, i32)]) -> Result<Vec<JobId>> {
+pub async fn jobs_cancelled_many(
+    conn: &Conn,
+    worker_id: &str,
+    jobs: &[(JobId, i32)],
+) -> Result<Vec<JobId>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<JobId> = jobs.iter().map(|j| j.0).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.1).collect();
     let stmt = conn.prepared(JOBS_CANCELLED_MANY).await?;
-    let rows = conn.client().query(&stmt, &[&ids, &attempts, &worker_id]).await.db()?;
+    let rows = conn
+        .client()
+        .query(&stmt, &[&ids, &attempts, &worker_id])
+        .await
+        .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -190,14 +223,22 @@ SELECT released.id FROM released, woken";
 
 /// Gives leased jobs back at once (worker shutting down): they become
 /// available immediately and the attempt is not counted.
-pub async fn jobs_release_many(conn: &Conn, worker_id: &str, jobs: &[(JobId, i32)]) -> Result<Vec<JobId>> {
+pub async fn jobs_release_many(
+    conn: &Conn,
+    worker_id: &str,
+    jobs: &[(JobId, i32)],
+) -> Result<Vec<JobId>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<JobId> = jobs.iter().map(|j| j.0).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.1).collect();
     let stmt = conn.prepared(JOBS_RELEASE_MANY).await?;
-    let rows = conn.client().query(&stmt, &[&ids, &attempts, &worker_id]).await.db()?;
+    let rows = conn
+        .client()
+        .query(&stmt, &[&ids, &attempts, &worker_id])
+        .await
+        .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -214,6 +255,10 @@ pub async fn job_set_progress(
     progress: &RawValue,
 ) -> Result<bool> {
     let stmt = conn.prepared(JOB_SET_PROGRESS).await?;
-    let n = conn.client().execute(&stmt, &[&id, &attempt, &worker_id, &Json(progress)]).await.db()?;
+    let n = conn
+        .client()
+        .execute(&stmt, &[&id, &attempt, &worker_id, &Json(progress)])
+        .await
+        .db()?;
     Ok(n == 1)
 }

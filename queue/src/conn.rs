@@ -29,7 +29,12 @@ impl Conn {
                 tracing::debug!(error = %e, "database connection ended");
             }
         });
-        Ok(Conn { client, schema: schema.clone(), statements: Mutex::new(HashMap::new()), driver })
+        Ok(Conn {
+            client,
+            schema: schema.clone(),
+            statements: Mutex::new(HashMap::new()),
+            driver,
+        })
     }
 
     /// The underlying client, e.g. to start a transaction or pass to
@@ -56,7 +61,12 @@ impl Conn {
     /// The prepared statement for a SQL template (see [`Schema::sql`]),
     /// preparing it on first use.
     pub async fn prepared(&self, template: &'static str) -> Result<Statement> {
-        if let Some(s) = self.statements.lock().expect("statement cache lock poisoned").get(template) {
+        if let Some(s) = self
+            .statements
+            .lock()
+            .expect("statement cache lock poisoned")
+            .get(template)
+        {
             return Ok(s.clone());
         }
         let stmt = self.client.prepare(&self.schema.sql(template)).await.db()?;

@@ -15,14 +15,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Client, Config, Connection, Socket};
 use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Connection, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
@@ -59,8 +59,9 @@ impl DbConfig {
     /// Parses a `postgres://` URL or a `key=value` connection string.
     pub fn parse(url: &str) -> Result<DbConfig> {
         let (rest, mode, rootcert) = take_tls_params(url)?;
-        let mut config: Config =
-            rest.parse().map_err(|e: tokio_postgres::Error| Error::Config(format!("{e} in {}", redact(url))))?;
+        let mut config: Config = rest
+            .parse()
+            .map_err(|e: tokio_postgres::Error| Error::Config(format!("{e} in {}", redact(url))))?;
         if config.get_hosts().is_empty() {
             return Err(Error::Config(format!("no host in {}", redact(url))));
         }
@@ -81,10 +82,17 @@ impl DbConfig {
             }
             TlsMode::Require | TlsMode::VerifyFull => {
                 config.ssl_mode(SslMode::Require);
-                Some(tls_connector(rootcert.as_deref(), mode == TlsMode::VerifyFull)?)
+                Some(tls_connector(
+                    rootcert.as_deref(),
+                    mode == TlsMode::VerifyFull,
+                )?)
             }
         };
-        Ok(DbConfig { config, tls, display: redact(url) })
+        Ok(DbConfig {
+            config,
+            tls,
+            display: redact(url),
+        })
     }
 
     /// The URL with its password hidden, for logs and error messages.
@@ -97,10 +105,11 @@ impl DbConfig {
     pub async fn connect_raw(&self) -> Result<(Client, DbConnection)> {
         let mut config = self.config.clone();
         for host in self.config.get_hosts() {
-            if let Host::Tcp(name) = host {
-                if name.parse::<IpAddr>().is_err() && self.config.get_hostaddrs().is_empty() {
-                    config.hostaddr(resolve(name).await?);
-                }
+            if let Host::Tcp(name) = host
+                && name.parse::<IpAddr>().is_err()
+                && self.config.get_hostaddrs().is_empty()
+            {
+                config.hostaddr(resolve(name).await?);
             }
         }
         let tls = match &self.tls {
@@ -109,17 +118,27 @@ impl DbConfig {
             None => no_tls_connector(),
         };
         let connect = config.connect(tls);
-        let timeout = self.config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let timeout = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         match tokio::time::timeout(timeout + Duration::from_secs(1), connect).await {
             Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(source)) => Err(Error::Connect { target: self.display.clone(), source }),
+            Ok(Err(source)) => Err(Error::Connect {
+                target: self.display.clone(),
+                source,
+            }),
             Err(_) => Err(Error::Timeout("connecting to PostgreSQL")),
         }
     }
 }
 
 async fn resolve(name: &str) -> Result<IpAddr> {
-    let fail = |message: String| Error::Resolve { host: name.to_string(), message };
+    let fail = |message: String| Error::Resolve {
+        host: name.to_string(),
+        message,
+    };
     if name == "localhost" {
         return Ok(IpAddr::from([127, 0, 0, 1]));
     }
@@ -127,11 +146,16 @@ async fn resolve(name: &str) -> Result<IpAddr> {
         .map_err(|e| fail(format!("reading /etc/resolv.conf: {e}")))?
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    let ips = resolver.lookup_ip(name).await.map_err(|e| fail(e.to_string()))?;
+    let ips = resolver
+        .lookup_ip(name)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     // Prefer IPv4: Docker networks and most VPCs are IPv4-first.
     let mut all: Vec<IpAddr> = ips.iter().collect();
     all.sort_by_key(|ip| ip.is_ipv6());
-    all.into_iter().next().ok_or_else(|| fail("no addresses".into()))
+    all.into_iter()
+        .next()
+        .ok_or_else(|| fail("no addresses".into()))
 }
 
 /// Splits off the TLS settings tokio-postgres does not parse itself.
@@ -165,7 +189,11 @@ fn take_tls_params(url: &str) -> Result<(String, TlsMode, Option<String>)> {
                 kept.push(pair);
             }
         }
-        if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) }
+        if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        }
     } else if !url.contains("://") {
         let mut kept = Vec::new();
         for pair in url.split_whitespace() {
@@ -186,12 +214,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -202,15 +231,21 @@ fn percent_decode(s: &str) -> String {
 /// Hides the password of a URL (`postgres://user:***@host/db`).
 pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.rsplit_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
+        if let Some((creds, host)) = rest.rsplit_once('@')
+            && let Some((user, _)) = creds.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}");
         }
         return url.to_string();
     }
     url.split_whitespace()
-        .map(|p| if p.starts_with("password=") { "password=***" } else { p })
+        .map(|p| {
+            if p.starts_with("password=") {
+                "password=***"
+            } else {
+                p
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -220,13 +255,17 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn tls_connector(rootcert: Option<&str>, check_host: bool) -> Result<MakeRustlsConnect> {
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(path) = rootcert {
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| Error::Config(format!("sslrootcert {path}: {e}")))?;
         for cert in certs {
             let cert = cert.map_err(|e| Error::Config(format!("sslrootcert {path}: {e}")))?;
-            roots.add(cert).map_err(|e| Error::Config(format!("sslrootcert {path}: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Config(format!("sslrootcert {path}: {e}")))?;
         }
     }
     let provider = provider();
@@ -269,7 +308,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -306,16 +348,23 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
-        assert_eq!(redact("host=db password=s3cret user=app"), "host=db password=*** user=app");
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            redact("host=db password=s3cret user=app"),
+            "host=db password=*** user=app"
+        );
         assert_eq!(redact("postgres://db/x"), "postgres://db/x");
     }
 
     #[test]
     fn tls_params_are_split_off() {
-        let (rest, mode, root) =
-            take_tls_params("postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&application_name=x")
-                .unwrap();
+        let (rest, mode, root) = take_tls_params(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&application_name=x",
+        )
+        .unwrap();
         assert_eq!(rest, "postgres://u@h/db?application_name=x");
         assert_eq!(mode, TlsMode::VerifyFull);
         assert_eq!(root.as_deref(), Some("/tmp/ca.pem"));
@@ -326,9 +375,14 @@ mod tests {
 
     #[test]
     fn bad_urls_name_the_problem() {
-        let err = DbConfig::parse("postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent.pem").unwrap_err();
+        let err =
+            DbConfig::parse("postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent.pem")
+                .unwrap_err();
         assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
         let err = DbConfig::parse("postgres://u:pw@h:notaport/db").unwrap_err();
-        assert!(err.to_string().contains("invalid database URL") && !err.to_string().contains("pw@"), "{err}");
+        assert!(
+            err.to_string().contains("invalid database URL") && !err.to_string().contains("pw@"),
+            "{err}"
+        );
     }
 }

@@ -36,14 +36,22 @@ WITH input AS (
 SELECT ins.id FROM ins, woken ORDER BY ins.id";
 
 /// Enqueues one job; see [`jobs_enqueue_many`].
-pub async fn jobs_enqueue(client: &impl GenericClient, schema: &Schema, job: &NewJob) -> Result<JobId> {
+pub async fn jobs_enqueue(
+    client: &impl GenericClient,
+    schema: &Schema,
+    job: &NewJob,
+) -> Result<JobId> {
     let ids = jobs_enqueue_many(client, schema, std::slice::from_ref(job)).await?;
     Ok(ids[0])
 }
 
 /// Enqueues many jobs in one statement (thousands per call are fine).
 /// Workers listening on the queues are woken when the transaction commits.
-pub async fn jobs_enqueue_many(client: &impl GenericClient, schema: &Schema, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+pub async fn jobs_enqueue_many(
+    client: &impl GenericClient,
+    schema: &Schema,
+    jobs: &[NewJob],
+) -> Result<Vec<JobId>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -52,7 +60,8 @@ pub async fn jobs_enqueue_many(client: &impl GenericClient, schema: &Schema, job
     }
     let queue: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     let kind: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let payload: Vec<Json<&serde_json::value::RawValue>> = jobs.iter().map(|j| Json(&*j.payload)).collect();
+    let payload: Vec<Json<&serde_json::value::RawValue>> =
+        jobs.iter().map(|j| Json(&*j.payload)).collect();
     let priority: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
     let run_at: Vec<_> = jobs.iter().map(|j| j.run_at).collect();
     let max_attempts: Vec<_> = jobs.iter().map(|j| j.max_attempts).collect();
@@ -74,6 +83,9 @@ pub async fn jobs_enqueue_many(client: &impl GenericClient, schema: &Schema, job
         (&unique_key, Type::TEXT_ARRAY),
         (&ordering_key, Type::TEXT_ARRAY),
     ];
-    let rows = client.query_typed(&schema.sql(JOBS_ENQUEUE_MANY), &params).await.db()?;
+    let rows = client
+        .query_typed(&schema.sql(JOBS_ENQUEUE_MANY), &params)
+        .await
+        .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -32,7 +32,11 @@ pub enum Error {
 
     /// A queue, job kind or other name is not acceptable.
     #[error("invalid {what} {value:?}: {reason}")]
-    Invalid { what: &'static str, value: String, reason: &'static str },
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
 
     /// A job id that does not exist (or was pruned).
     #[error("job {0} not found")]
@@ -40,11 +44,22 @@ pub enum Error {
 
     /// The operation does not apply to the job in its current state.
     #[error("job {id} is {state}: {action} needs {needs}")]
-    WrongState { id: i64, state: String, action: &'static str, needs: &'static str },
+    WrongState {
+        id: i64,
+        state: String,
+        action: &'static str,
+        needs: &'static str,
+    },
 
     /// The schema has not been migrated, or is older or newer than this binary.
-    #[error("schema {schema:?} is at version {found}, this binary needs {wanted} (run `drove migrate`)")]
-    SchemaVersion { schema: String, found: i32, wanted: i32 },
+    #[error(
+        "schema {schema:?} is at version {found}, this binary needs {wanted} (run `drove migrate`)"
+    )]
+    SchemaVersion {
+        schema: String,
+        found: i32,
+        wanted: i32,
+    },
 
     /// The schema's tables are missing.
     #[error("drove tables not found ({0}); run `drove migrate` for this schema")]
@@ -64,7 +79,12 @@ impl Error {
     /// is restarting or shutting down, or a statement timed out.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Connect { .. } | Error::Resolve { .. } | Error::Timeout(_) => true,
+            // The server answered with an error (bad password, no such
+            // database): retrying will not help, unless it is starting up.
+            Error::Connect { source, .. } => source
+                .as_db_error()
+                .is_none_or(|db| db.code().code().starts_with("57P")),
+            Error::Resolve { .. } | Error::Timeout(_) => true,
             Error::Db(e) => {
                 e.is_closed()
                     || e.code().is_none()
@@ -92,7 +112,9 @@ impl Error {
                     .to_string();
                 return Error::UnknownQueue(queue);
             }
-            if *db.code() == SqlState::UNDEFINED_TABLE || *db.code() == SqlState::INVALID_SCHEMA_NAME {
+            if *db.code() == SqlState::UNDEFINED_TABLE
+                || *db.code() == SqlState::INVALID_SCHEMA_NAME
+            {
                 return Error::NotMigrated(db.message().to_string());
             }
         }

@@ -51,7 +51,10 @@ fn job_from_row(r: &Row) -> JobInfo {
 /// One job, live or finished.
 pub async fn job_get(client: &impl GenericClient, schema: &Schema, id: JobId) -> Result<JobInfo> {
     let sql = schema.sql(&format!("SELECT * FROM {ALL_JOBS} WHERE a.id = $1"));
-    let row = client.query_typed_opt(&sql, &[(&id, Type::INT8)]).await.db()?;
+    let row = client
+        .query_typed_opt(&sql, &[(&id, Type::INT8)])
+        .await
+        .db()?;
     row.map(|r| job_from_row(&r)).ok_or(Error::JobNotFound(id))
 }
 
@@ -69,7 +72,11 @@ pub struct JobFilter {
 }
 
 /// Jobs matching the filter, newest first.
-pub async fn jobs_list(client: &impl GenericClient, schema: &Schema, f: &JobFilter) -> Result<Vec<JobInfo>> {
+pub async fn jobs_list(
+    client: &impl GenericClient,
+    schema: &Schema,
+    f: &JobFilter,
+) -> Result<Vec<JobInfo>> {
     let limit = f.limit.unwrap_or(50).clamp(1, 1000);
     let state = f.state.map(|s| s.as_str().to_string());
     // Each branch only reads the table that can hold the requested state.
@@ -116,7 +123,11 @@ pub struct Timings {
 }
 
 /// Wait and run times of the given finished jobs.
-pub async fn jobs_timings(client: &impl GenericClient, schema: &Schema, ids: &[JobId]) -> Result<Timings> {
+pub async fn jobs_timings(
+    client: &impl GenericClient,
+    schema: &Schema,
+    ids: &[JobId],
+) -> Result<Timings> {
     let rows = client
         .query_typed(
             &schema.sql(

@@ -36,8 +36,13 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 5] =
-        [JobState::Available, JobState::Running, JobState::Succeeded, JobState::Dead, JobState::Cancelled];
+    pub const ALL: [JobState; 5] = [
+        JobState::Available,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,7 +56,10 @@ impl JobState {
 
     /// True for states whose rows live in `jobs_done`.
     pub fn is_finished(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Dead | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
     }
 }
 
@@ -64,11 +72,14 @@ impl std::fmt::Display for JobState {
 impl std::str::FromStr for JobState {
     type Err = Error;
     fn from_str(s: &str) -> Result<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| Error::Invalid {
-            what: "job state",
-            value: s.to_string(),
-            reason: "expected available, running, succeeded, dead or cancelled",
-        })
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::Invalid {
+                what: "job state",
+                value: s.to_string(),
+                reason: "expected available, running, succeeded, dead or cancelled",
+            })
     }
 }
 
@@ -205,17 +216,28 @@ impl NewJob {
 
     /// Checks what the database would otherwise reject with a less clear message.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |what, value: String, reason| Err(Error::Invalid { what, value, reason });
+        let invalid = |what, value: String, reason| {
+            Err(Error::Invalid {
+                what,
+                value,
+                reason,
+            })
+        };
         if !valid_queue_name(&self.queue) {
             return invalid("queue name", self.queue.clone(), QUEUE_NAME_RULE);
         }
-        if self.kind.is_empty() || self.kind.len() > 128 || self.kind.chars().any(char::is_control) {
-            return invalid("job kind", self.kind.clone(), "must be 1-128 printable characters");
+        if self.kind.is_empty() || self.kind.len() > 128 || self.kind.chars().any(char::is_control)
+        {
+            return invalid(
+                "job kind",
+                self.kind.clone(),
+                "must be 1-128 printable characters",
+            );
         }
-        if let Some(n) = self.max_attempts {
-            if !(1..=1000).contains(&n) {
-                return invalid("max_attempts", n.to_string(), "must be between 1 and 1000");
-            }
+        if let Some(n) = self.max_attempts
+            && !(1..=1000).contains(&n)
+        {
+            return invalid("max_attempts", n.to_string(), "must be between 1 and 1000");
         }
         for (what, v) in [
             ("timeout_ms", self.timeout_ms),
@@ -226,7 +248,10 @@ impl NewJob {
                 return invalid(what, v.unwrap_or_default().to_string(), "must be positive");
             }
         }
-        for (what, key) in [("unique_key", &self.unique_key), ("ordering_key", &self.ordering_key)] {
+        for (what, key) in [
+            ("unique_key", &self.unique_key),
+            ("ordering_key", &self.ordering_key),
+        ] {
             if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 512) {
                 return invalid(what, key.clone().unwrap_or_default(), "must be 1-512 bytes");
             }
@@ -236,14 +261,17 @@ impl NewJob {
 }
 
 /// The rule [`valid_queue_name`] checks, for error messages.
-pub const QUEUE_NAME_RULE: &str = "use 1-63 letters, digits and _ . : - (starting with a letter or digit)";
+pub const QUEUE_NAME_RULE: &str =
+    "use 1-63 letters, digits and _ . : - (starting with a letter or digit)";
 
 /// Queue names: `[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}` (the same check as the table's).
 pub fn valid_queue_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -310,7 +338,10 @@ mod tests {
     #[test]
     fn new_job_from_json_rejects_unknown_fields_and_bad_payload() {
         let ok: NewJob = serde_json::from_str(r#"{"kind":"spin","payload":{"ms":5}}"#).unwrap();
-        assert_eq!((ok.queue.as_str(), ok.payload.get()), ("default", r#"{"ms":5}"#));
+        assert_eq!(
+            (ok.queue.as_str(), ok.payload.get()),
+            ("default", r#"{"ms":5}"#)
+        );
         assert!(serde_json::from_str::<NewJob>(r#"{"kind":"x","colour":"red"}"#).is_err());
         let err = NewJob::new("x").with_payload_json("{\"a\":").unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
@@ -319,9 +350,15 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         assert!(NewJob::new("x").validate().is_ok());
-        let e = NewJob::new("x").with_queue("no spaces").validate().unwrap_err();
+        let e = NewJob::new("x")
+            .with_queue("no spaces")
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("queue name"), "{e}");
-        let e = NewJob::new("x").with_max_attempts(0).validate().unwrap_err();
+        let e = NewJob::new("x")
+            .with_max_attempts(0)
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("max_attempts"), "{e}");
         assert!(NewJob::new("").validate().is_err());
     }

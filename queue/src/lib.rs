@@ -37,8 +37,8 @@ pub mod testing;
 pub use admin::{Cancelled, job_cancel, job_retry, jobs_retry, jobs_retry_dead};
 pub use claim::jobs_claim;
 pub use complete::{
-    Completion, FailOutcome, Failure, job_set_progress, jobs_cancelled_many, jobs_complete_many, jobs_fail_many,
-    jobs_release_many,
+    Completion, FailOutcome, Failure, job_set_progress, jobs_cancelled_many, jobs_complete_many,
+    jobs_fail_many, jobs_release_many,
 };
 pub use conn::Conn;
 pub use connect::DbConfig;

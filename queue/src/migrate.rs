@@ -29,7 +29,15 @@ pub struct MigrateOutcome {
 /// Brings `schema` up to [`LATEST`], creating it if needed.
 pub async fn migrate(client: &mut Client, schema: &Schema) -> Result<MigrateOutcome> {
     let tx = client.transaction().await.db()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema.lock_key("migrate")]).await.db()?;
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .db()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&schema.lock_key("migrate")],
+    )
+    .await
+    .db()?;
     tx.batch_execute(&schema.sql(
         "CREATE SCHEMA IF NOT EXISTS {s};
          CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
@@ -41,7 +49,10 @@ pub async fn migrate(client: &mut Client, schema: &Schema) -> Result<MigrateOutc
     .await
     .db()?;
     let from: i32 = tx
-        .query_one(&schema.sql("SELECT COALESCE(max(version), 0) FROM {s}.schema_migrations"), &[])
+        .query_one(
+            &schema.sql("SELECT COALESCE(max(version), 0) FROM {s}.schema_migrations"),
+            &[],
+        )
         .await
         .db()?
         .get(0);
@@ -57,11 +68,18 @@ pub async fn migrate(client: &mut Client, schema: &Schema) -> Result<MigrateOutc
         applied.push(version);
     }
     tx.commit().await.db()?;
-    Ok(MigrateOutcome { from, to: from.max(LATEST), applied })
+    Ok(MigrateOutcome {
+        from,
+        to: from.max(LATEST),
+        applied,
+    })
 }
 
 /// The schema's current version, 0 if it was never migrated.
-pub async fn schema_version(client: &impl tokio_postgres::GenericClient, schema: &Schema) -> Result<i32> {
+pub async fn schema_version(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &Schema,
+) -> Result<i32> {
     let exists: bool = client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
@@ -74,17 +92,27 @@ pub async fn schema_version(client: &impl tokio_postgres::GenericClient, schema:
         return Ok(0);
     }
     let row = client
-        .query_one(&schema.sql("SELECT COALESCE(max(version), 0) FROM {s}.schema_migrations"), &[])
+        .query_one(
+            &schema.sql("SELECT COALESCE(max(version), 0) FROM {s}.schema_migrations"),
+            &[],
+        )
         .await
         .db()?;
     Ok(row.get(0))
 }
 
 /// Fails unless the schema is exactly at [`LATEST`].
-pub async fn check_schema(client: &impl tokio_postgres::GenericClient, schema: &Schema) -> Result<()> {
+pub async fn check_schema(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &Schema,
+) -> Result<()> {
     let found = schema_version(client, schema).await?;
     if found != LATEST {
-        return Err(crate::Error::SchemaVersion { schema: schema.name().to_string(), found, wanted: LATEST });
+        return Err(crate::Error::SchemaVersion {
+            schema: schema.name().to_string(),
+            found,
+            wanted: LATEST,
+        });
     }
     Ok(())
 }

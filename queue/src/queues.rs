@@ -63,7 +63,8 @@ mod humantime_opt {
     use std::time::Duration;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 
     /// `30s`, `5m`, `1day`, `7d 12h` (humantime syntax).
@@ -96,23 +97,39 @@ fn check_name(name: &str) -> Result<()> {
     if valid_queue_name(name) {
         Ok(())
     } else {
-        Err(Error::Invalid { what: "queue name", value: name.to_string(), reason: QUEUE_NAME_RULE })
+        Err(Error::Invalid {
+            what: "queue name",
+            value: name.to_string(),
+            reason: QUEUE_NAME_RULE,
+        })
     }
 }
 
 /// All queues, by name.
 pub async fn queues_list(client: &impl GenericClient, schema: &Schema) -> Result<Vec<QueueInfo>> {
-    let sql = schema.sql(&format!("SELECT {QUEUE_COLUMNS} FROM {{s}}.queues ORDER BY name"));
+    let sql = schema.sql(&format!(
+        "SELECT {QUEUE_COLUMNS} FROM {{s}}.queues ORDER BY name"
+    ));
     let rows = client.query_typed(&sql, &[]).await.db()?;
     Ok(rows.iter().map(queue_from_row).collect())
 }
 
 /// One queue's settings.
-pub async fn queue_get(client: &impl GenericClient, schema: &Schema, name: &str) -> Result<QueueInfo> {
+pub async fn queue_get(
+    client: &impl GenericClient,
+    schema: &Schema,
+    name: &str,
+) -> Result<QueueInfo> {
     check_name(name)?;
-    let sql = schema.sql(&format!("SELECT {QUEUE_COLUMNS} FROM {{s}}.queues WHERE name = $1"));
-    let row = client.query_typed_opt(&sql, &[(&name, Type::TEXT)]).await.db()?;
-    row.map(|r| queue_from_row(&r)).ok_or_else(|| Error::UnknownQueue(name.to_string()))
+    let sql = schema.sql(&format!(
+        "SELECT {QUEUE_COLUMNS} FROM {{s}}.queues WHERE name = $1"
+    ));
+    let row = client
+        .query_typed_opt(&sql, &[(&name, Type::TEXT)])
+        .await
+        .db()?;
+    row.map(|r| queue_from_row(&r))
+        .ok_or_else(|| Error::UnknownQueue(name.to_string()))
 }
 
 /// Creates a queue (no-op if it exists), then applies `settings`.
@@ -141,9 +158,17 @@ pub async fn queue_update(
     s: &QueueSettings,
 ) -> Result<QueueInfo> {
     check_name(name)?;
-    let bad = |what: &'static str, value: String, reason: &'static str| Error::Invalid { what, value, reason };
+    let bad = |what: &'static str, value: String, reason: &'static str| Error::Invalid {
+        what,
+        value,
+        reason,
+    };
     if let Some(n) = s.max_attempts.filter(|n| !(1..=1000).contains(n)) {
-        return Err(bad("max_attempts", n.to_string(), "must be between 1 and 1000"));
+        return Err(bad(
+            "max_attempts",
+            n.to_string(),
+            "must be between 1 and 1000",
+        ));
     }
     for (what, v) in [
         ("backoff_base_ms", s.backoff_base_ms),
@@ -155,8 +180,16 @@ pub async fn queue_update(
             return Err(bad(what, v.to_string(), "must be positive"));
         }
     }
-    if let Some(r) = s.rate_per_sec.flatten().filter(|r| !(r.is_finite() && *r > 0.0)) {
-        return Err(bad("rate_per_sec", r.to_string(), "must be a positive number"));
+    if let Some(r) = s
+        .rate_per_sec
+        .flatten()
+        .filter(|r| !(r.is_finite() && *r > 0.0))
+    {
+        return Err(bad(
+            "rate_per_sec",
+            r.to_string(),
+            "must be a positive number",
+        ));
     }
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     let (keep_ok, keep_dead) = (secs(s.keep_succeeded), secs(s.keep_dead));
@@ -198,12 +231,27 @@ pub async fn queue_update(
         SELECT {QUEUE_COLUMNS} FROM u, woken"
     ));
     let row = client.query_typed_opt(&sql, &params).await.db()?;
-    row.map(|r| queue_from_row(&r)).ok_or_else(|| Error::UnknownQueue(name.to_string()))
+    row.map(|r| queue_from_row(&r))
+        .ok_or_else(|| Error::UnknownQueue(name.to_string()))
 }
 
 /// Pauses (workers stop claiming from it) or resumes a queue.
-pub async fn queue_set_paused(client: &impl GenericClient, schema: &Schema, name: &str, paused: bool) -> Result<QueueInfo> {
-    queue_update(client, schema, name, &QueueSettings { paused: Some(paused), ..Default::default() }).await
+pub async fn queue_set_paused(
+    client: &impl GenericClient,
+    schema: &Schema,
+    name: &str,
+    paused: bool,
+) -> Result<QueueInfo> {
+    queue_update(
+        client,
+        schema,
+        name,
+        &QueueSettings {
+            paused: Some(paused),
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 /// Deletes a queue that has no live jobs.
@@ -213,9 +261,18 @@ pub async fn queue_delete(client: &impl GenericClient, schema: &Schema, name: &s
         "WITH busy AS (SELECT 1 FROM {s}.jobs WHERE queue = $1 LIMIT 1)
          DELETE FROM {s}.queues WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM busy) RETURNING name",
     );
-    if client.query_typed_opt(&sql, &[(&name, Type::TEXT)]).await.db()?.is_none() {
+    if client
+        .query_typed_opt(&sql, &[(&name, Type::TEXT)])
+        .await
+        .db()?
+        .is_none()
+    {
         queue_get(client, schema, name).await?;
-        return Err(Error::Invalid { what: "queue", value: name.to_string(), reason: "still has pending or running jobs" });
+        return Err(Error::Invalid {
+            what: "queue",
+            value: name.to_string(),
+            reason: "still has pending or running jobs",
+        });
     }
     Ok(())
 }
@@ -228,14 +285,18 @@ mod tests {
     fn durations_parse() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1day").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_duration("7d 12h").unwrap(), Duration::from_secs(7 * 86400 + 12 * 3600));
+        assert_eq!(
+            parse_duration("7d 12h").unwrap(),
+            Duration::from_secs(7 * 86400 + 12 * 3600)
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }
 
     #[test]
     fn settings_json_distinguishes_clear_from_keep() {
-        let s: QueueSettings = serde_json::from_str(r#"{"max_running": null, "keep_dead": "3d"}"#).unwrap();
+        let s: QueueSettings =
+            serde_json::from_str(r#"{"max_running": null, "keep_dead": "3d"}"#).unwrap();
         assert_eq!(s.max_running, Some(None));
         assert_eq!(s.timeout_ms, None);
         assert_eq!(s.keep_dead, Some(Duration::from_secs(3 * 86400)));

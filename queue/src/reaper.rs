@@ -5,53 +5,18 @@
 //! `available` (due at once; the lost attempt counts) or to `dead` when their
 //! attempts are used up, so a job that kills its worker cannot loop forever.
 //!
-//! Safe from any number of processes at once: the DELETE serializes them on
-//! the worker rows, and the reclaim runs as a second statement of the same
-//! transaction, so it sees jobs claimed by a claim that committed while the
-//! DELETE waited for it (see `claim`).
+//! The work is the `leases_reclaim` SQL function (see the migration): one
+//! call, so it can run on a shared, pipelined connection. Safe from any
+//! number of processes at once: the DELETE serializes them on the worker
+//! rows, and the reclaim is a later statement with a fresh snapshot, so it
+//! sees jobs claimed by a claim that committed while the DELETE waited.
 
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 use crate::error::{DbResultExt, Result};
 use crate::schema::Schema;
 
-const WORKERS_DELETE_EXPIRED: &str = "DELETE FROM {s}.workers WHERE expires_at < now() RETURNING id";
-
-const LEASES_RECLAIM: &str = "
-WITH lost AS (
-    SELECT j.id, j.attempt >= COALESCE(j.max_attempts, q.max_attempts) AS final
-    FROM {s}.jobs j
-    JOIN {s}.queues q ON q.name = j.queue
-    WHERE j.state = 'running'
-      AND (j.lease_owner = ANY($1)
-           OR NOT EXISTS (SELECT 1 FROM {s}.workers w WHERE w.id = j.lease_owner))
-    FOR UPDATE OF j
-), requeued AS (
-    UPDATE {s}.jobs j
-    SET state = 'available', run_at = now(), lease_owner = NULL, cancel_requested = false,
-        errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(),
-                 'error', 'worker lost: lease expired', 'worker', j.lease_owner)
-    FROM lost
-    WHERE j.id = lost.id AND NOT lost.final
-    RETURNING j.id, j.queue
-), dead AS (
-    DELETE FROM {s}.jobs j USING lost
-    WHERE j.id = lost.id AND lost.final
-    RETURNING j.*
-), buried AS (
-    INSERT INTO {s}.jobs_done (id, queue, kind, state, priority, attempt, max_attempts, run_at,
-                               created_at, started_at, finished_at, worker, unique_key, ordering_key,
-                               payload, progress, result, errors)
-    SELECT id, queue, kind, 'dead', priority, attempt, max_attempts, run_at, created_at, started_at,
-           now(), lease_owner, unique_key, ordering_key, payload, progress, NULL,
-           errors || jsonb_build_object('attempt', attempt, 'at', now(),
-                     'error', 'worker lost: lease expired', 'worker', lease_owner)
-    FROM dead
-    RETURNING id
-), woken AS (
-    SELECT count(pg_notify('{jobs_chan}', d.queue)) AS n FROM (SELECT DISTINCT queue FROM requeued) d
-)
-SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM buried), (SELECT n FROM woken)";
+const LEASES_RECLAIM: &str = "SELECT workers, requeued, dead FROM {s}.leases_reclaim($1)";
 
 /// What a reaper pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,20 +32,21 @@ pub struct Reaped {
 /// Deletes expired workers and reclaims their jobs. With `sweep_orphans`, it
 /// also reclaims running jobs whose owner has no registry row at all (a
 /// slower scan, for the controller's periodic pass).
-pub async fn leases_reclaim_expired(client: &mut Client, schema: &Schema, sweep_orphans: bool) -> Result<Reaped> {
-    let tx = client.transaction().await.db()?;
-    let workers: Vec<String> = tx
-        .query(&schema.sql(WORKERS_DELETE_EXPIRED), &[])
+pub async fn leases_reclaim_expired(
+    client: &impl GenericClient,
+    schema: &Schema,
+    sweep_orphans: bool,
+) -> Result<Reaped> {
+    let row = client
+        .query_typed_one(
+            &schema.sql(LEASES_RECLAIM),
+            &[(&sweep_orphans, tokio_postgres::types::Type::BOOL)],
+        )
         .await
-        .db()?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if workers.is_empty() && !sweep_orphans {
-        tx.commit().await.db()?;
-        return Ok(Reaped::default());
-    }
-    let row = tx.query_one(&schema.sql(LEASES_RECLAIM), &[&workers]).await.db()?;
-    tx.commit().await.db()?;
-    Ok(Reaped { workers, requeued: row.get(0), dead: row.get(1) })
+        .db()?;
+    Ok(Reaped {
+        workers: row.get(0),
+        requeued: row.get(1),
+        dead: row.get(2),
+    })
 }

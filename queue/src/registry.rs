@@ -32,7 +32,18 @@ SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at, busy = 0";
 pub async fn worker_register(conn: &Conn, me: &WorkerInfo, ttl: Duration) -> Result<()> {
     let stmt = conn.prepared(WORKER_REGISTER).await?;
     conn.client()
-        .execute(&stmt, &[&me.id, &me.host, &me.pid, &me.version, &me.queues, &me.slots, &millis(ttl)])
+        .execute(
+            &stmt,
+            &[
+                &me.id,
+                &me.host,
+                &me.pid,
+                &me.version,
+                &me.queues,
+                &me.slots,
+                &millis(ttl),
+            ],
+        )
         .await
         .db()?;
     Ok(())
@@ -62,10 +73,23 @@ pub struct Heartbeat {
 }
 
 /// Extends this worker's lease (and so the leases of all its jobs) by `ttl`.
-pub async fn worker_heartbeat(conn: &Conn, worker_id: &str, ttl: Duration, busy: i32) -> Result<Heartbeat> {
+pub async fn worker_heartbeat(
+    conn: &Conn,
+    worker_id: &str,
+    ttl: Duration,
+    busy: i32,
+) -> Result<Heartbeat> {
     let stmt = conn.prepared(WORKER_HEARTBEAT).await?;
-    let row = conn.client().query_one(&stmt, &[&worker_id, &millis(ttl), &busy]).await.db()?;
-    Ok(Heartbeat { alive: row.get(0), others_expired: row.get(1), cancel: row.get(2) })
+    let row = conn
+        .client()
+        .query_one(&stmt, &[&worker_id, &millis(ttl), &busy])
+        .await
+        .db()?;
+    Ok(Heartbeat {
+        alive: row.get(0),
+        others_expired: row.get(1),
+        cancel: row.get(2),
+    })
 }
 
 const WORKER_DEREGISTER: &str = "DELETE FROM {s}.workers WHERE id = $1";

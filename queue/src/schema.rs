@@ -21,7 +21,9 @@ impl Schema {
         let ok = !name.is_empty()
             && name.len() <= 48
             && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             && !name.starts_with("pg_");
         if !ok {
             return Err(Error::Invalid {
@@ -30,7 +32,10 @@ impl Schema {
                 reason: "use lower-case letters, digits and '_' (at most 48, not starting with a digit or pg_)",
             });
         }
-        Ok(Schema { name: name.to_string(), quoted: format!("\"{name}\"") })
+        Ok(Schema {
+            name: name.to_string(),
+            quoted: format!("\"{name}\""),
+        })
     }
 
     /// The bare schema name.
@@ -96,7 +101,15 @@ mod tests {
     #[test]
     fn accepts_identifiers_and_rejects_injection() {
         assert!(Schema::new("drove_staging").is_ok());
-        for bad in ["", "Prod", "a-b", "x\"; drop table jobs; --", "1abc", "pg_temp", &"a".repeat(49)] {
+        for bad in [
+            "",
+            "Prod",
+            "a-b",
+            "x\"; drop table jobs; --",
+            "1abc",
+            "pg_temp",
+            &"a".repeat(49),
+        ] {
             assert!(Schema::new(bad).is_err(), "{bad:?} must be rejected");
         }
     }
@@ -104,9 +117,15 @@ mod tests {
     #[test]
     fn renders_and_derives_names() {
         let s = Schema::new("staging").unwrap();
-        assert_eq!(s.sql("SELECT * FROM {s}.jobs"), "SELECT * FROM \"staging\".jobs");
+        assert_eq!(
+            s.sql("SELECT * FROM {s}.jobs"),
+            "SELECT * FROM \"staging\".jobs"
+        );
         assert_eq!(s.jobs_channel(), "drove_staging_jobs");
-        assert_ne!(s.lock_key("migrate"), Schema::new("prod").unwrap().lock_key("migrate"));
+        assert_ne!(
+            s.lock_key("migrate"),
+            Schema::new("prod").unwrap().lock_key("migrate")
+        );
         assert_ne!(s.lock_key("migrate"), s.lock_key("leader"));
     }
 }

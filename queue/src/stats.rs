@@ -46,7 +46,11 @@ pub struct Stats {
 
 impl Stats {
     pub fn available(&self) -> i64 {
-        self.queues.iter().filter(|q| !q.paused).map(|q| q.available).sum()
+        self.queues
+            .iter()
+            .filter(|q| !q.paused)
+            .map(|q| q.available)
+            .sum()
     }
     pub fn running(&self) -> i64 {
         self.queues.iter().map(|q| q.running).sum()
@@ -106,6 +110,10 @@ pub async fn stats_read(client: &impl GenericClient, schema: &Schema) -> Result<
                 max_running: r.get(9),
             })
             .collect(),
-        fleet: FleetStats { workers: fleet.get(0), slots: fleet.get(1), busy: fleet.get(2) },
+        fleet: FleetStats {
+            workers: fleet.get(0),
+            slots: fleet.get(1),
+            busy: fleet.get(2),
+        },
     })
 }

@@ -24,14 +24,20 @@ impl TestDb {
         let db = DbConfig::parse(&url).expect("test database URL parses");
         let name = format!("t_{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff);
         let schema = Schema::new(&name).expect("generated schema name is valid");
-        let mut conn = Conn::connect(&db, &schema).await.expect("connect to the test database");
-        crate::migrate(conn.client_mut(), &schema).await.expect("migrate the test schema");
+        let mut conn = Conn::connect(&db, &schema)
+            .await
+            .expect("connect to the test database");
+        crate::migrate(conn.client_mut(), &schema)
+            .await
+            .expect("migrate the test schema");
         TestDb { url, db, schema }
     }
 
     /// A new connection to the test schema.
     pub async fn conn(&self) -> Conn {
-        Conn::connect(&self.db, &self.schema).await.expect("connect to the test database")
+        Conn::connect(&self.db, &self.schema)
+            .await
+            .expect("connect to the test database")
     }
 }
 
@@ -48,10 +54,16 @@ impl Drop for TestDb {
         let schema = self.schema.clone();
         // Drop runs outside any runtime we may borrow: use a small one of our own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let conn = Conn::connect(&db, &schema).await.ok()?;
-                conn.client().batch_execute(&schema.sql("DROP SCHEMA IF EXISTS {s} CASCADE")).await.ok()
+                conn.client()
+                    .batch_execute(&schema.sql("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                    .await
+                    .ok()
             })
         })
         .join();

@@ -25,7 +25,11 @@ async fn registered(t: &TestDb, id: &str, ttl: Duration) -> Conn {
 }
 
 fn done(job: &ClaimedJob) -> Completion {
-    Completion { id: job.id, attempt: job.attempt, result: None }
+    Completion {
+        id: job.id,
+        attempt: job.attempt,
+        result: None,
+    }
 }
 
 #[tokio::test]
@@ -35,12 +39,21 @@ async fn enqueue_claim_complete_records_once() {
     let ids = jobs_enqueue_many(
         conn.client(),
         &t.schema,
-        &(0..5).map(|i| NewJob::new("noop").with_payload(&serde_json::json!({"i": i})).unwrap()).collect::<Vec<_>>(),
+        &(0..5)
+            .map(|i| {
+                NewJob::new("noop")
+                    .with_payload(&serde_json::json!({"i": i}))
+                    .unwrap()
+            })
+            .collect::<Vec<_>>(),
     )
     .await
     .unwrap();
     assert_eq!(ids.len(), 5);
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids come back in input order: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids come back in input order: {ids:?}"
+    );
 
     let claimed = jobs_claim(&conn, "default", 3, "w1").await.unwrap();
     assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), ids[..3]);
@@ -53,7 +66,12 @@ async fn enqueue_claim_complete_records_once() {
     let accepted = jobs_complete_many(&conn, "w1", &batch).await.unwrap();
     assert_eq!(accepted.len(), 3);
     // Completing again is fenced off: nothing is recorded twice.
-    assert!(jobs_complete_many(&conn, "w1", &batch).await.unwrap().is_empty());
+    assert!(
+        jobs_complete_many(&conn, "w1", &batch)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let job = job_get(conn.client(), &t.schema, ids[0]).await.unwrap();
     assert_eq!(job.state, JobState::Succeeded);
@@ -68,11 +86,20 @@ async fn unknown_queue_is_a_clear_error_and_inserts_nothing() {
     let t = TestDb::new().await;
     let conn = t.conn().await;
     let jobs = vec![NewJob::new("noop"), NewJob::new("noop").with_queue("nope")];
-    let err = jobs_enqueue_many(conn.client(), &t.schema, &jobs).await.unwrap_err();
-    assert!(matches!(&err, Error::UnknownQueue(q) if q == "nope"), "{err}");
+    let err = jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownQueue(q) if q == "nope"),
+        "{err}"
+    );
     assert!(err.to_string().contains("drove queues create nope"));
     let stats = stats_read(conn.client(), &t.schema).await.unwrap();
-    assert_eq!(stats.available(), 0, "the valid job of the failed batch was not inserted");
+    assert_eq!(
+        stats.available(),
+        0,
+        "the valid job of the failed batch was not inserted"
+    );
 }
 
 #[tokio::test]
@@ -81,12 +108,18 @@ async fn enqueue_inside_the_callers_transaction_commits_or_rolls_back_with_it() 
     let mut conn = t.conn().await;
     let schema = t.schema.clone();
     let tx = conn.client_mut().transaction().await.unwrap();
-    jobs_enqueue(&tx, &schema, &NewJob::new("noop")).await.unwrap();
+    jobs_enqueue(&tx, &schema, &NewJob::new("noop"))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     let tx = conn.client_mut().transaction().await.unwrap();
-    let kept = jobs_enqueue(&tx, &schema, &NewJob::new("noop")).await.unwrap();
+    let kept = jobs_enqueue(&tx, &schema, &NewJob::new("noop"))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    let listed = jobs_list(conn.client(), &schema, &JobFilter::default()).await.unwrap();
+    let listed = jobs_list(conn.client(), &schema, &JobFilter::default())
+        .await
+        .unwrap();
     assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![kept]);
 }
 
@@ -95,7 +128,9 @@ async fn batch_of_thousands_in_one_statement() {
     let t = TestDb::new().await;
     let conn = t.conn().await;
     let jobs: Vec<NewJob> = (0..5000).map(|_| NewJob::new("noop")).collect();
-    let ids = jobs_enqueue_many(conn.client(), &t.schema, &jobs).await.unwrap();
+    let ids = jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
     assert_eq!(ids.len(), 5000);
     let stats = stats_read(conn.client(), &t.schema).await.unwrap();
     assert_eq!(stats.available(), 5000);
@@ -105,14 +140,24 @@ async fn batch_of_thousands_in_one_statement() {
 async fn failures_back_off_with_growing_delays_then_die() {
     let t = TestDb::new().await;
     let conn = registered(&t, "w1", Duration::from_secs(30)).await;
-    let id = jobs_enqueue(conn.client(), &t.schema, &NewJob::new("boom").with_max_attempts(4).with_backoff(1000, 60_000))
-        .await
-        .unwrap();
+    let id = jobs_enqueue(
+        conn.client(),
+        &t.schema,
+        &NewJob::new("boom")
+            .with_max_attempts(4)
+            .with_backoff(1000, 60_000),
+    )
+    .await
+    .unwrap();
     let mut delays = Vec::new();
     for attempt in 1..=4 {
         // Make the retry due now so the test need not wait out the backoff.
         conn.client()
-            .execute(&t.schema.sql("UPDATE {s}.jobs SET run_at = now() WHERE id = $1"), &[&id])
+            .execute(
+                &t.schema
+                    .sql("UPDATE {s}.jobs SET run_at = now() WHERE id = $1"),
+                &[&id],
+            )
             .await
             .unwrap();
         let claimed = jobs_claim(&conn, "default", 1, "w1").await.unwrap();
@@ -121,7 +166,12 @@ async fn failures_back_off_with_growing_delays_then_die() {
         let out = jobs_fail_many(
             &conn,
             "w1",
-            &[Failure { id, attempt, error: format!("boom {attempt}"), retryable: true }],
+            &[Failure {
+                id,
+                attempt,
+                error: format!("boom {attempt}"),
+                retryable: true,
+            }],
         )
         .await
         .unwrap();
@@ -137,7 +187,11 @@ async fn failures_back_off_with_growing_delays_then_die() {
     assert_eq!(delays.len(), 3);
     for (n, d) in delays.iter().enumerate() {
         let cap = 1000 * (1 << n);
-        assert!(*d >= cap / 2 - 200 && *d <= cap, "delay {n} = {d} ms outside [{}, {cap}]", cap / 2);
+        assert!(
+            *d >= cap / 2 - 200 && *d <= cap,
+            "delay {n} = {d} ms outside [{}, {cap}]",
+            cap / 2
+        );
     }
     assert!(delays[0] < delays[2], "delays grow: {delays:?}");
     let job = job_get(conn.client(), &t.schema, id).await.unwrap();
@@ -158,11 +212,22 @@ async fn failures_back_off_with_growing_delays_then_die() {
 async fn non_retryable_failure_goes_straight_to_dead() {
     let t = TestDb::new().await;
     let conn = registered(&t, "w1", Duration::from_secs(30)).await;
-    let id = jobs_enqueue(conn.client(), &t.schema, &NewJob::new("x")).await.unwrap();
-    let c = jobs_claim(&conn, "default", 1, "w1").await.unwrap();
-    let out = jobs_fail_many(&conn, "w1", &[Failure { id, attempt: c[0].attempt, error: "bad payload".into(), retryable: false }])
+    let id = jobs_enqueue(conn.client(), &t.schema, &NewJob::new("x"))
         .await
         .unwrap();
+    let c = jobs_claim(&conn, "default", 1, "w1").await.unwrap();
+    let out = jobs_fail_many(
+        &conn,
+        "w1",
+        &[Failure {
+            id,
+            attempt: c[0].attempt,
+            error: "bad payload".into(),
+            retryable: false,
+        }],
+    )
+    .await
+    .unwrap();
     assert_eq!(out, vec![FailOutcome::Dead { id }]);
 }
 
@@ -171,16 +236,22 @@ async fn expired_worker_is_reaped_and_its_late_completion_rejected() {
     let t = TestDb::new().await;
     let zombie = registered(&t, "zombie", Duration::from_millis(300)).await;
     let healthy = registered(&t, "healthy", Duration::from_secs(30)).await;
-    let id = jobs_enqueue(zombie.client(), &t.schema, &NewJob::new("noop")).await.unwrap();
+    let id = jobs_enqueue(zombie.client(), &t.schema, &NewJob::new("noop"))
+        .await
+        .unwrap();
     let first = jobs_claim(&zombie, "default", 1, "zombie").await.unwrap();
     assert_eq!(first[0].attempt, 1);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let hb = worker_heartbeat(&healthy, "healthy", Duration::from_secs(30), 0).await.unwrap();
+    let hb = worker_heartbeat(&healthy, "healthy", Duration::from_secs(30), 0)
+        .await
+        .unwrap();
     assert!(hb.alive && hb.others_expired);
-    let mut reaper = t.conn().await;
+    let reaper = t.conn().await;
     let schema = t.schema.clone();
-    let reaped = leases_reclaim_expired(reaper.client_mut(), &schema, false).await.unwrap();
+    let reaped = leases_reclaim_expired(reaper.client(), &schema, false)
+        .await
+        .unwrap();
     assert_eq!(reaped.workers, vec!["zombie".to_string()]);
     assert_eq!(reaped.requeued, 1);
 
@@ -188,17 +259,51 @@ async fn expired_worker_is_reaped_and_its_late_completion_rejected() {
     assert_eq!((second[0].id, second[0].attempt), (id, 2));
     // The zombie comes back: its completion is fenced off, and so are its
     // failure and release; a heartbeat tells it that it was declared dead.
-    assert!(jobs_complete_many(&zombie, "zombie", &[done(&first[0])]).await.unwrap().is_empty());
-    let fail = Failure { id, attempt: 1, error: "late".into(), retryable: true };
-    assert!(jobs_fail_many(&zombie, "zombie", &[fail]).await.unwrap().is_empty());
-    assert!(jobs_release_many(&zombie, "zombie", &[(id, 1)]).await.unwrap().is_empty());
-    let hb = worker_heartbeat(&zombie, "zombie", Duration::from_secs(30), 1).await.unwrap();
+    assert!(
+        jobs_complete_many(&zombie, "zombie", &[done(&first[0])])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let fail = Failure {
+        id,
+        attempt: 1,
+        error: "late".into(),
+        retryable: true,
+    };
+    assert!(
+        jobs_fail_many(&zombie, "zombie", &[fail])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        jobs_release_many(&zombie, "zombie", &[(id, 1)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let hb = worker_heartbeat(&zombie, "zombie", Duration::from_secs(30), 1)
+        .await
+        .unwrap();
     assert!(!hb.alive);
     // A dead worker cannot claim until it registers again.
-    jobs_enqueue(zombie.client(), &t.schema, &NewJob::new("noop")).await.unwrap();
-    assert!(jobs_claim(&zombie, "default", 5, "zombie").await.unwrap().is_empty());
+    jobs_enqueue(zombie.client(), &t.schema, &NewJob::new("noop"))
+        .await
+        .unwrap();
+    assert!(
+        jobs_claim(&zombie, "default", 5, "zombie")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    assert_eq!(jobs_complete_many(&healthy, "healthy", &[done(&second[0])]).await.unwrap(), vec![id]);
+    assert_eq!(
+        jobs_complete_many(&healthy, "healthy", &[done(&second[0])])
+            .await
+            .unwrap(),
+        vec![id]
+    );
     let job = job_get(healthy.client(), &t.schema, id).await.unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Succeeded, 2));
     assert_eq!(job.errors[0]["error"], "worker lost: lease expired");
@@ -208,14 +313,25 @@ async fn expired_worker_is_reaped_and_its_late_completion_rejected() {
 async fn reaping_a_job_out_of_attempts_buries_it() {
     let t = TestDb::new().await;
     let w = registered(&t, "w", Duration::from_millis(100)).await;
-    let id = jobs_enqueue(w.client(), &t.schema, &NewJob::new("oom").with_max_attempts(1)).await.unwrap();
+    let id = jobs_enqueue(
+        w.client(),
+        &t.schema,
+        &NewJob::new("oom").with_max_attempts(1),
+    )
+    .await
+    .unwrap();
     jobs_claim(&w, "default", 1, "w").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut reaper = t.conn().await;
+    let reaper = t.conn().await;
     let schema = t.schema.clone();
-    let reaped = leases_reclaim_expired(reaper.client_mut(), &schema, false).await.unwrap();
+    let reaped = leases_reclaim_expired(reaper.client(), &schema, false)
+        .await
+        .unwrap();
     assert_eq!((reaped.requeued, reaped.dead), (0, 1));
-    assert_eq!(job_get(w.client(), &t.schema, id).await.unwrap().state, JobState::Dead);
+    assert_eq!(
+        job_get(w.client(), &t.schema, id).await.unwrap().state,
+        JobState::Dead
+    );
 }
 
 #[tokio::test]
@@ -223,14 +339,23 @@ async fn concurrent_reapers_reclaim_each_job_once() {
     let t = TestDb::new().await;
     let w = registered(&t, "w", Duration::from_millis(200)).await;
     let jobs: Vec<NewJob> = (0..200).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(w.client(), &t.schema, &jobs).await.unwrap();
-    assert_eq!(jobs_claim(&w, "default", 200, "w").await.unwrap().len(), 200);
+    jobs_enqueue_many(w.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs_claim(&w, "default", 200, "w").await.unwrap().len(),
+        200
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut handles = Vec::new();
     for _ in 0..4 {
-        let mut c = t.conn().await;
+        let c = t.conn().await;
         let schema = t.schema.clone();
-        handles.push(tokio::spawn(async move { leases_reclaim_expired(c.client_mut(), &schema, true).await.unwrap() }));
+        handles.push(tokio::spawn(async move {
+            leases_reclaim_expired(c.client(), &schema, true)
+                .await
+                .unwrap()
+        }));
     }
     let mut total = 0;
     for h in handles {
@@ -239,21 +364,38 @@ async fn concurrent_reapers_reclaim_each_job_once() {
     assert_eq!(total, 200);
     let rows = w
         .client()
-        .query(&t.schema.sql("SELECT attempt, jsonb_array_length(errors) FROM {s}.jobs"), &[])
+        .query(
+            &t.schema
+                .sql("SELECT attempt, jsonb_array_length(errors) FROM {s}.jobs"),
+            &[],
+        )
         .await
         .unwrap();
-    assert!(rows.iter().all(|r| r.get::<_, i32>(0) == 1 && r.get::<_, i32>(1) == 1));
+    assert!(
+        rows.iter()
+            .all(|r| r.get::<_, i32>(0) == 1 && r.get::<_, i32>(1) == 1)
+    );
 }
 
 #[tokio::test]
 async fn release_on_shutdown_does_not_count_an_attempt() {
     let t = TestDb::new().await;
     let w = registered(&t, "w", Duration::from_secs(30)).await;
-    let id = jobs_enqueue(w.client(), &t.schema, &NewJob::new("long")).await.unwrap();
+    let id = jobs_enqueue(w.client(), &t.schema, &NewJob::new("long"))
+        .await
+        .unwrap();
     let c = jobs_claim(&w, "default", 1, "w").await.unwrap();
-    assert_eq!(jobs_release_many(&w, "w", &[(id, c[0].attempt)]).await.unwrap(), vec![id]);
+    assert_eq!(
+        jobs_release_many(&w, "w", &[(id, c[0].attempt)])
+            .await
+            .unwrap(),
+        vec![id]
+    );
     let job = job_get(w.client(), &t.schema, id).await.unwrap();
-    assert_eq!((job.state, job.attempt, job.worker), (JobState::Available, 0, None));
+    assert_eq!(
+        (job.state, job.attempt, job.worker),
+        (JobState::Available, 0, None)
+    );
     let again = jobs_claim(&w, "default", 1, "w").await.unwrap();
     assert_eq!(again[0].attempt, 1);
 }
@@ -262,18 +404,44 @@ async fn release_on_shutdown_does_not_count_an_attempt() {
 async fn cancel_pending_at_once_and_running_by_request() {
     let t = TestDb::new().await;
     let w = registered(&t, "w", Duration::from_secs(30)).await;
-    let a = jobs_enqueue(w.client(), &t.schema, &NewJob::new("x")).await.unwrap();
-    assert_eq!(job_cancel(w.client(), &t.schema, a).await.unwrap(), Cancelled::Now);
-    assert_eq!(job_get(w.client(), &t.schema, a).await.unwrap().state, JobState::Cancelled);
-    assert!(matches!(job_cancel(w.client(), &t.schema, a).await, Err(Error::WrongState { .. })));
-    assert!(matches!(job_cancel(w.client(), &t.schema, 999_999).await, Err(Error::JobNotFound(999_999))));
+    let a = jobs_enqueue(w.client(), &t.schema, &NewJob::new("x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        job_cancel(w.client(), &t.schema, a).await.unwrap(),
+        Cancelled::Now
+    );
+    assert_eq!(
+        job_get(w.client(), &t.schema, a).await.unwrap().state,
+        JobState::Cancelled
+    );
+    assert!(matches!(
+        job_cancel(w.client(), &t.schema, a).await,
+        Err(Error::WrongState { .. })
+    ));
+    assert!(matches!(
+        job_cancel(w.client(), &t.schema, 999_999).await,
+        Err(Error::JobNotFound(999_999))
+    ));
 
-    let b = jobs_enqueue(w.client(), &t.schema, &NewJob::new("x")).await.unwrap();
+    let b = jobs_enqueue(w.client(), &t.schema, &NewJob::new("x"))
+        .await
+        .unwrap();
     let c = jobs_claim(&w, "default", 1, "w").await.unwrap();
-    assert_eq!(job_cancel(w.client(), &t.schema, b).await.unwrap(), Cancelled::Requested);
-    let hb = worker_heartbeat(&w, "w", Duration::from_secs(30), 1).await.unwrap();
+    assert_eq!(
+        job_cancel(w.client(), &t.schema, b).await.unwrap(),
+        Cancelled::Requested
+    );
+    let hb = worker_heartbeat(&w, "w", Duration::from_secs(30), 1)
+        .await
+        .unwrap();
     assert_eq!(hb.cancel, vec![b]);
-    assert_eq!(jobs_cancelled_many(&w, "w", &[(b, c[0].attempt)]).await.unwrap(), vec![b]);
+    assert_eq!(
+        jobs_cancelled_many(&w, "w", &[(b, c[0].attempt)])
+            .await
+            .unwrap(),
+        vec![b]
+    );
     let job = job_get(w.client(), &t.schema, b).await.unwrap();
     assert_eq!(job.state, JobState::Cancelled);
 }
@@ -282,13 +450,28 @@ async fn cancel_pending_at_once_and_running_by_request() {
 async fn paused_queue_is_not_claimed_and_scheduled_jobs_wait() {
     let t = TestDb::new().await;
     let w = registered(&t, "w", Duration::from_secs(30)).await;
-    jobs_enqueue(w.client(), &t.schema, &NewJob::new("x")).await.unwrap();
-    jobs_enqueue(w.client(), &t.schema, &NewJob::new("later").with_delay(Duration::from_secs(3600))).await.unwrap();
-    queues::queue_set_paused(w.client(), &t.schema, "default", true).await.unwrap();
+    jobs_enqueue(w.client(), &t.schema, &NewJob::new("x"))
+        .await
+        .unwrap();
+    jobs_enqueue(
+        w.client(),
+        &t.schema,
+        &NewJob::new("later").with_delay(Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    queues::queue_set_paused(w.client(), &t.schema, "default", true)
+        .await
+        .unwrap();
     assert!(jobs_claim(&w, "default", 10, "w").await.unwrap().is_empty());
-    queues::queue_set_paused(w.client(), &t.schema, "default", false).await.unwrap();
+    queues::queue_set_paused(w.client(), &t.schema, "default", false)
+        .await
+        .unwrap();
     let c = jobs_claim(&w, "default", 10, "w").await.unwrap();
-    assert_eq!(c.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), vec!["x"]);
+    assert_eq!(
+        c.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(),
+        vec!["x"]
+    );
     let stats = stats_read(w.client(), &t.schema).await.unwrap();
     let q = &stats.queues[0];
     assert_eq!((q.available, q.scheduled, q.running), (0, 1, 1));
@@ -299,10 +482,19 @@ async fn paused_queue_is_not_claimed_and_scheduled_jobs_wait() {
 async fn priority_orders_the_claim() {
     let t = TestDb::new().await;
     let w = registered(&t, "w", Duration::from_secs(30)).await;
-    let jobs = vec![NewJob::new("low").with_priority(5), NewJob::new("high").with_priority(-1), NewJob::new("mid")];
-    jobs_enqueue_many(w.client(), &t.schema, &jobs).await.unwrap();
+    let jobs = vec![
+        NewJob::new("low").with_priority(5),
+        NewJob::new("high").with_priority(-1),
+        NewJob::new("mid"),
+    ];
+    jobs_enqueue_many(w.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
     let c = jobs_claim(&w, "default", 3, "w").await.unwrap();
-    assert_eq!(c.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), vec!["high", "mid", "low"]);
+    assert_eq!(
+        c.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(),
+        vec!["high", "mid", "low"]
+    );
 }
 
 #[tokio::test]
@@ -314,10 +506,17 @@ async fn concurrent_migrations_both_succeed_once() {
     let (sa, sb) = (schema.clone(), schema.clone());
     let (ra, rb) = tokio::join!(migrate(a.client_mut(), &sa), migrate(b.client_mut(), &sb));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
-    assert_eq!(ra.applied.len() + rb.applied.len(), SCHEMA_VERSION as usize, "{ra:?} {rb:?}");
+    assert_eq!(
+        ra.applied.len() + rb.applied.len(),
+        SCHEMA_VERSION as usize,
+        "{ra:?} {rb:?}"
+    );
     assert_eq!(ra.to, SCHEMA_VERSION);
     assert_eq!(rb.to, SCHEMA_VERSION);
-    a.client().batch_execute(&schema.sql("DROP SCHEMA {s} CASCADE")).await.unwrap();
+    a.client()
+        .batch_execute(&schema.sql("DROP SCHEMA {s} CASCADE"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -326,9 +525,14 @@ async fn schemas_are_isolated_deployments() {
     let staging = TestDb::new().await;
     let p = registered(&prod, "w", Duration::from_secs(30)).await;
     let s = registered(&staging, "w", Duration::from_secs(30)).await;
-    jobs_enqueue(p.client(), &prod.schema, &NewJob::new("in-prod")).await.unwrap();
+    jobs_enqueue(p.client(), &prod.schema, &NewJob::new("in-prod"))
+        .await
+        .unwrap();
     assert!(jobs_claim(&s, "default", 10, "w").await.unwrap().is_empty());
-    assert_eq!(jobs_claim(&p, "default", 10, "w").await.unwrap()[0].kind, "in-prod");
+    assert_eq!(
+        jobs_claim(&p, "default", 10, "w").await.unwrap()[0].kind,
+        "in-prod"
+    );
 }
 
 #[tokio::test]
@@ -336,6 +540,8 @@ async fn unmigrated_schema_says_run_migrate() {
     let t = TestDb::new().await;
     let empty = Schema::new(&format!("{}_none", t.schema.name())).unwrap();
     let conn = t.conn().await;
-    let err = jobs_enqueue(conn.client(), &empty, &NewJob::new("x")).await.unwrap_err();
+    let err = jobs_enqueue(conn.client(), &empty, &NewJob::new("x"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("drove migrate"), "{err}");
 }

@@ -34,6 +34,8 @@ resource "terraform_data" "controller_config" {
 }
 
 resource "google_compute_instance" "controller" {
+  #checkov:skip=CKV_GCP_32: block-project-ssh-keys = "true" is in module.cloud_init.controller_metadata, which checkov cannot evaluate; scripts/tests/deploy/test_cloud_init.py asserts it on the rendered metadata.
+  #checkov:skip=CKV_GCP_38: Customer-supplied keys (CSEK) must be sent with every start of the VM, which an unattended VM cannot do; the boot disk holds no data (COS and a pulled image) and is encrypted at rest by Google like every disk.
   count = local.controller_enabled ? 1 : 0
 
   project      = var.project_id

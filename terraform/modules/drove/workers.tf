@@ -4,6 +4,7 @@
 # an autoscaler on the controller's queue metric.
 
 resource "google_compute_instance_template" "worker" {
+  #checkov:skip=CKV_GCP_32: block-project-ssh-keys = "true" is in module.cloud_init.worker_metadata, which checkov cannot evaluate; scripts/tests/deploy/test_cloud_init.py asserts it on the rendered metadata.
   project     = var.project_id
   name_prefix = "${var.name}-worker-"
   description = "drove worker ${var.worker_image}"

@@ -1,0 +1,159 @@
+//! The fetcher: claims due jobs for every free slot (plus the adaptive
+//! prefetch) and hands them to the executor, in claim order.
+//!
+//! It sleeps until woken: by a NOTIFY for one of its queues (via the
+//! listener), by capacity freed when outcomes are recorded (which only
+//! matters while jobs are known to be waiting), or by the slow
+//! jittered poll that covers missed notifications and due scheduled jobs.
+//! An idle worker therefore sends almost no queries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drove_queue::ClaimedJob;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{Held, Loop, Shared};
+
+/// Runs until `stop` is cancelled. Jobs go to the executor through `tx`.
+pub async fn run(
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<ClaimedJob>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    // Set when the last claim filled its limit: more jobs are probably due.
+    let mut more = true;
+    let mut next_poll = Instant::now();
+    // When a job this worker knows of (a retry it scheduled) becomes due;
+    // kept until a claim runs after that time.
+    let mut hint: Option<Instant> = None;
+    while !stop.is_cancelled() {
+        shared.tick(Loop::Fetcher);
+        if let Some(at) = shared.take_due() {
+            hint = Some(hint.map_or(at, |h| h.min(at)));
+        }
+        let wake_at = hint.map_or(next_poll, |h| h.min(next_poll));
+        let capacity = shared.capacity();
+        shared
+            .metrics
+            .prefetch
+            .set((capacity - shared.settings.slots) as i64);
+        let free = capacity.saturating_sub(shared.held_count());
+        let threshold = (capacity / 4).clamp(1, shared.settings.max_batch as usize);
+        let fenced = shared.fenced.load(std::sync::atomic::Ordering::Acquire);
+        let due = more || Instant::now() >= wake_at;
+        if fenced || free < threshold || !due {
+            let wait = if fenced {
+                Duration::from_millis(200)
+            } else {
+                wake_at.saturating_duration_since(Instant::now())
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = shared.wake.notified() => { more = true; }
+                _ = shared.freed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        let claiming_at = Instant::now();
+        if hint.is_some_and(|h| claiming_at >= h) {
+            hint = None;
+        }
+        match claim_round(&shared, &tx, free).await {
+            Ok(filled) => {
+                backoff.reset();
+                more = filled;
+                if !filled {
+                    next_poll = Instant::now() + jittered(shared.settings.poll_interval);
+                }
+            }
+            Err(e) => {
+                shared.metrics.db_errors.with_label_values(&["claim"]).inc();
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "claim failed");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Claims from each queue in order until `free` is used up. True if some
+/// queue had more due jobs than were taken.
+async fn claim_round(
+    shared: &Shared,
+    tx: &mpsc::UnboundedSender<ClaimedJob>,
+    mut free: usize,
+) -> drove_queue::Result<bool> {
+    let mut filled = false;
+    for queue in &shared.settings.queues {
+        if free == 0 {
+            return Ok(true);
+        }
+        let limit = free.min(shared.settings.max_batch as usize) as i64;
+        let started = Instant::now();
+        let jobs = shared
+            .main_link
+            .run("claim", |conn| async move {
+                drove_queue::jobs_claim(&conn, queue, limit, &shared.me.id).await
+            })
+            .await?;
+        shared
+            .metrics
+            .claim_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if jobs.is_empty() {
+            continue;
+        }
+        shared
+            .metrics
+            .claimed
+            .with_label_values(&[queue])
+            .inc_by(jobs.len() as u64);
+        filled |= jobs.len() as i64 == limit;
+        free -= jobs.len();
+        {
+            let mut held = shared.held.lock().expect("held lock poisoned");
+            for job in &jobs {
+                held.insert(job.id, Arc::new(Held::new(job.attempt)));
+            }
+            shared.metrics.in_flight.set(held.len() as i64);
+        }
+        for job in jobs {
+            tracing::debug!(job = job.id, kind = %job.kind, attempt = job.attempt, "claimed");
+            // The executor outlives the fetcher, so the channel is open.
+            let _ = tx.send(job);
+        }
+    }
+    Ok(filled)
+}
+
+/// ±20% so a fleet started together does not poll in lockstep.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+/// Exponential backoff for retrying database operations: 100 ms to 5 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn next_delay(&mut self) -> Duration {
+        let d =
+            Duration::from_millis(100 * 2u64.pow(self.failures.min(6))).min(Duration::from_secs(5));
+        self.failures += 1;
+        jittered(d)
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}

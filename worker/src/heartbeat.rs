@@ -1,0 +1,154 @@
+//! The heartbeat: one statement per beat extends the worker's lease, and
+//! with it the lease of every job it holds. The same beat
+//!
+//! - learns of cancel requests for its jobs (backing up the NOTIFY),
+//! - notices expired workers and reclaims their jobs (any worker may),
+//! - fences this worker off when it cannot beat for most of a lease: its
+//!   running jobs are stopped and it claims nothing, because other workers
+//!   are about to take those jobs over. It resumes when a beat succeeds
+//!   again (registering anew if it had been declared dead).
+//!
+//! ```text
+//!   beating ──(no successful beat for 70% of the lease)──▶ fenced
+//!      ▲                                                    │ jobs stopped,
+//!      └─────────(beat succeeds; re-register if needed)─────┘ no claims
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{Loop, Shared, StopReason};
+
+/// Beats until `stop` is cancelled.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    shared.beat_ok();
+    loop {
+        let period = if shared.held_count() > 0 {
+            shared.settings.busy_beat()
+        } else {
+            shared.settings.idle_beat()
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        shared.tick(Loop::Heartbeat);
+        beat_once(&shared).await;
+    }
+}
+
+/// One heartbeat, with everything that follows from its answer.
+pub async fn beat_once(shared: &Shared) {
+    let me = &shared.me;
+    let ttl = shared.settings.lease_ttl;
+    let busy = shared.metrics.busy.get() as i32;
+    // A beat that hangs (network partition) must fail in time to fence.
+    let limit = shared.settings.busy_beat().max(Duration::from_millis(500));
+    let beat = shared
+        .main_link
+        .run_within("heartbeat", limit, |conn| async move {
+            drove_queue::worker_heartbeat(&conn, &me.id, ttl, busy).await
+        })
+        .await;
+    let hb = match beat {
+        Ok(hb) => hb,
+        Err(e) => {
+            shared.metrics.heartbeat_failures.inc();
+            let silent = shared.since_beat_ok();
+            tracing::warn!(error = %e, since_last_ok = ?silent, "heartbeat failed");
+            if silent >= shared.settings.fence_after() {
+                fence(
+                    shared,
+                    &format!(
+                        "no successful heartbeat for {}",
+                        humantime::format_duration(round(silent))
+                    ),
+                );
+            }
+            return;
+        }
+    };
+    if !hb.alive {
+        // Declared dead while we could not beat: our jobs were reclaimed.
+        fence(shared, "this worker was declared dead (lease expired)");
+        let registered = shared
+            .main_link
+            .run("register", |conn| async move {
+                drove_queue::worker_register(&conn, me, ttl).await
+            })
+            .await;
+        if let Err(e) = registered {
+            tracing::warn!(error = %e, "registering again failed");
+            return;
+        }
+        tracing::info!("registered again");
+    }
+    shared.beat_ok();
+    if shared.fenced.swap(false, Ordering::AcqRel) {
+        shared.metrics.fenced.set(0);
+        tracing::info!("lease regained; claiming again");
+        shared.wake.notify_one();
+    }
+    if !hb.cancel.is_empty() {
+        let held = shared.held.lock().expect("held lock poisoned");
+        for id in &hb.cancel {
+            if let Some(h) = held.get(id) {
+                tracing::info!(job = id, "cancel requested");
+                h.stop(StopReason::Cancel);
+            }
+        }
+    }
+    if hb.others_expired && shared.settings.reap {
+        reap(shared).await;
+    }
+}
+
+/// Reclaims the jobs of workers whose lease ran out.
+pub async fn reap(shared: &Shared) {
+    let schema = &shared.schema;
+    let r = shared
+        .main_link
+        .run("reap", |conn| async move {
+            drove_queue::leases_reclaim_expired(conn.client(), schema, false).await
+        })
+        .await;
+    match r {
+        Ok(reaped) if !reaped.workers.is_empty() => {
+            shared
+                .metrics
+                .reaped_jobs
+                .inc_by((reaped.requeued + reaped.dead) as u64);
+            tracing::warn!(
+                workers = ?reaped.workers,
+                requeued = reaped.requeued,
+                dead = reaped.dead,
+                "reclaimed the jobs of dead workers"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            shared.metrics.db_errors.with_label_values(&["reap"]).inc();
+            tracing::warn!(error = %e, "reaping failed");
+        }
+    }
+}
+
+/// Stops every job and all claiming until a heartbeat succeeds again.
+fn fence(shared: &Shared, why: &str) {
+    if !shared.fenced.swap(true, Ordering::AcqRel) {
+        shared.metrics.fenced.set(1);
+        tracing::error!(
+            reason = why,
+            jobs = shared.held_count(),
+            "fencing: stopping all jobs, no claims until the lease is back"
+        );
+    }
+    shared.stop_all(StopReason::Fenced);
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+}

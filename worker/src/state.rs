@@ -1,0 +1,268 @@
+//! State shared by the worker's tasks: the jobs it holds, its health flags,
+//! and the run-time estimate that sizes prefetching.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use drove_queue::{JobId, Schema, WorkerInfo};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::Handlers;
+use crate::link::Link;
+use crate::metrics::Metrics;
+
+/// Why a job's token was cancelled, which decides how it is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    None = 0,
+    /// Someone cancelled the job: record `cancelled`.
+    Cancel = 1,
+    /// Shutdown grace is over: release the lease, not counted as an attempt.
+    Shutdown = 2,
+    /// The worker lost (or may have lost) its lease: give the job back if
+    /// it is still ours; it is probably running elsewhere already.
+    Fenced = 3,
+}
+
+/// One job leased to this worker, from claim until its outcome is recorded.
+pub struct Held {
+    pub attempt: i32,
+    pub cancel: CancellationToken,
+    reason: AtomicU8,
+}
+
+impl Held {
+    pub fn new(attempt: i32) -> Held {
+        Held {
+            attempt,
+            cancel: CancellationToken::new(),
+            reason: AtomicU8::new(StopReason::None as u8),
+        }
+    }
+
+    /// Stops the job for `reason` (the first reason wins).
+    pub fn stop(&self, reason: StopReason) {
+        let _ = self.reason.compare_exchange(
+            StopReason::None as u8,
+            reason as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.cancel.cancel();
+    }
+
+    pub fn reason(&self) -> StopReason {
+        match self.reason.load(Ordering::Acquire) {
+            1 => StopReason::Cancel,
+            2 => StopReason::Shutdown,
+            3 => StopReason::Fenced,
+            _ => StopReason::None,
+        }
+    }
+}
+
+/// Settings derived from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub queues: Vec<String>,
+    pub slots: usize,
+    pub lease_ttl: Duration,
+    pub grace: Duration,
+    pub poll_interval: Duration,
+    pub listen: bool,
+    pub reap: bool,
+    pub max_batch: i64,
+    pub max_prefetch: usize,
+    pub prefetch_window: Duration,
+}
+
+impl Settings {
+    /// Heartbeat period while holding jobs: four beats per lease.
+    pub fn busy_beat(&self) -> Duration {
+        self.lease_ttl / 4
+    }
+
+    /// Heartbeat period when idle (it also paces reaping of dead workers).
+    pub fn idle_beat(&self) -> Duration {
+        (self.lease_ttl * 2 / 5).max(self.busy_beat())
+    }
+
+    /// After this long without a successful heartbeat the worker stops its
+    /// jobs: others are about to reclaim them.
+    pub fn fence_after(&self) -> Duration {
+        self.lease_ttl * 7 / 10
+    }
+}
+
+pub struct Shared {
+    pub me: WorkerInfo,
+    pub schema: Schema,
+    pub settings: Settings,
+    pub handlers: Handlers,
+    pub metrics: Metrics,
+    /// Claims and heartbeats.
+    pub main_link: Link,
+    /// Outcomes and progress.
+    pub done_link: Link,
+    pub held: Mutex<HashMap<JobId, std::sync::Arc<Held>>>,
+    /// Wakes the fetcher: jobs announced, or lease regained.
+    pub wake: Notify,
+    /// Tells the fetcher that recorded outcomes freed capacity.
+    pub freed: Notify,
+    pub fenced: AtomicBool,
+    pub draining: AtomicBool,
+    /// Earliest time a job this worker knows of becomes due (a retry it
+    /// scheduled), so the fetcher need not wait for the slow poll.
+    next_due: Mutex<Option<Instant>>,
+    pub started: Instant,
+    last_beat_ok_ms: AtomicU64,
+    /// Mean run time of recent jobs, in nanoseconds (0 = unknown).
+    run_ema_ns: AtomicU64,
+    ticks: [AtomicU64; 3],
+}
+
+/// The loops whose liveness `/healthz` reports.
+#[derive(Debug, Clone, Copy)]
+pub enum Loop {
+    Fetcher = 0,
+    Completer = 1,
+    Heartbeat = 2,
+}
+
+impl Shared {
+    pub fn new(
+        me: WorkerInfo,
+        schema: Schema,
+        settings: Settings,
+        handlers: Handlers,
+        main_link: Link,
+        done_link: Link,
+    ) -> Shared {
+        let metrics = Metrics::new();
+        metrics.slots.set(settings.slots as i64);
+        Shared {
+            me,
+            schema,
+            settings,
+            handlers,
+            metrics,
+            main_link,
+            done_link,
+            held: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            freed: Notify::new(),
+            fenced: AtomicBool::new(false),
+            next_due: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+            last_beat_ok_ms: AtomicU64::new(0),
+            run_ema_ns: AtomicU64::new(0),
+            ticks: Default::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Records that a loop is alive.
+    pub fn tick(&self, l: Loop) {
+        self.ticks[l as usize].store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since each loop last ticked.
+    pub fn since_ticks(&self) -> [(Loop, Duration); 3] {
+        let now = self.now_ms();
+        [Loop::Fetcher, Loop::Completer, Loop::Heartbeat].map(|l| {
+            (
+                l,
+                Duration::from_millis(
+                    now.saturating_sub(self.ticks[l as usize].load(Ordering::Relaxed)),
+                ),
+            )
+        })
+    }
+
+    pub fn beat_ok(&self) {
+        self.last_beat_ok_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn since_beat_ok(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_beat_ok_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.held.lock().expect("held lock poisoned").len()
+    }
+
+    /// Stops every held job for `reason`.
+    pub fn stop_all(&self, reason: StopReason) {
+        for h in self.held.lock().expect("held lock poisoned").values() {
+            h.stop(reason);
+        }
+    }
+
+    /// Remembers that a job becomes due at `at` (earliest wins).
+    pub fn due_at(&self, at: Instant) {
+        let mut next = self.next_due.lock().expect("next_due lock poisoned");
+        if next.is_none_or(|n| at < n) {
+            *next = Some(at);
+        }
+    }
+
+    /// Takes the earliest known due time.
+    pub fn take_due(&self) -> Option<Instant> {
+        self.next_due.lock().expect("next_due lock poisoned").take()
+    }
+
+    /// Learns from a finished attempt's run time (exponential moving average).
+    pub fn observe_run(&self, d: Duration) {
+        let x = d.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.run_ema_ns.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            x.max(1)
+        } else {
+            (old - old / 16 + x / 16).max(1)
+        };
+        self.run_ema_ns.store(new, Ordering::Relaxed);
+    }
+
+    /// Jobs to hold ahead of free slots: enough for about one prefetch
+    /// window of work at the observed run time, none until a run time is
+    /// known (so long jobs are never hoarded).
+    pub fn prefetch(&self) -> usize {
+        let ema = self.run_ema_ns.load(Ordering::Relaxed);
+        if ema == 0 || self.settings.max_prefetch == 0 {
+            return 0;
+        }
+        let per_slot = self.settings.prefetch_window.as_nanos() as u64 / ema;
+        (per_slot.saturating_mul(self.settings.slots as u64) as usize)
+            .min(self.settings.max_prefetch)
+    }
+
+    /// Jobs this worker may hold at once.
+    pub fn capacity(&self) -> usize {
+        self.settings.slots + self.prefetch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_stop_reason_wins() {
+        let h = Held::new(1);
+        h.stop(StopReason::Cancel);
+        h.stop(StopReason::Shutdown);
+        assert_eq!(h.reason(), StopReason::Cancel);
+        assert!(h.cancel.is_cancelled());
+    }
+}
