@@ -246,8 +246,9 @@ fi
 gcloud compute instance-templates describe "$base_template" --project="$project" --format=json >"$work/source.json" ||
     die "cannot describe template $base_template"
 
-# Writes the new template's body to $work/new.json and prints "NAME IMAGE".
-read -r new_template image < <(python3 - "$work/source.json" "$work/new.json" "$group" "$tag" "$base_template" <<'PY'
+# Writes the new template's body to $work/new.json and prints
+# "NAME IMAGE CURRENT_IMAGE".
+read -r new_template image current_image < <(python3 - "$work/source.json" "$work/new.json" "$group" "$tag" "$base_template" <<'PY'
 import hashlib, json, re, sys
 source_path, out_path, group, tag, source_name = sys.argv[1:6]
 template = json.load(open(source_path))
@@ -274,12 +275,13 @@ template["name"] = name
 template["description"] = "drove worker %s; previous=%s" % (image, source_name)
 items[:] = [i for i in items if i.get("key") != "drove-image"] + [{"key": "drove-image", "value": image}]
 json.dump(template, open(out_path, "w"), indent=2, sort_keys=True)
-print(name, image)
+print(name, image, current or "-")
 PY
 ) || die "cannot build the new template from $base_template"
 
-if [ "$new_template" = "$base_template" ]; then
-    say "group $group already runs $image ($base_template)"
+if [ "$image" = "$current_image" ] && [ "$canary_template" = "-" ]; then
+    say "group $group already runs $image ($base_template); nothing to do"
+    say "(to replace its VMs anyway: gcloud compute instance-groups managed rolling-action replace $group --project=$project --region=$region)"
     exit 0
 fi
 

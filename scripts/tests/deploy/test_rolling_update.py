@@ -226,6 +226,13 @@ class RollingUpdate(unittest.TestCase):
         self.assertIn(f"--version=template={new}", self.mutating()[0])
         self.assertFalse(any(a.startswith("--canary-version") for a in self.mutating()[0]))
 
+    def test_same_image_again_changes_nothing(self):
+        p = self.update("1.4.0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("already runs", p.stderr)
+        self.assertEqual(self.mutating(), [])
+        self.assertEqual(self.calls("curl.jsonl"), [])
+
     def test_rollback_to_the_recorded_previous_template(self):
         new = "drove-workers-1-5-0-0123abcd"
         self.add_template(template(new, REPO_IMAGE + ":1.5.0", f"drove worker {REPO_IMAGE}:1.5.0; previous={BASE}"))

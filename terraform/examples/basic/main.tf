@@ -25,6 +25,8 @@ module "drove" {
   max_workers            = var.max_workers
   target_jobs_per_worker = 2
 
+  cloud_sql_deletion_protection = var.cloud_sql_deletion_protection
+
   labels = {
     app = "drove"
   }

@@ -36,3 +36,9 @@ variable "worker_spot" {
   type        = bool
   default     = false
 }
+
+variable "cloud_sql_deletion_protection" {
+  description = "Protect the Cloud SQL instance from deletion; set false (and apply) before terraform destroy."
+  type        = bool
+  default     = true
+}
