@@ -32,8 +32,8 @@ resource "google_compute_subnetwork" "this" {
 }
 
 locals {
-  network    = var.create_network ? google_compute_network.this[0].id : var.network_self_link
-  subnetwork = var.create_network ? google_compute_subnetwork.this[0].id : var.subnetwork_self_link
+  network    = var.create_network ? google_compute_network.this[0].self_link : var.network_self_link
+  subnetwork = var.create_network ? google_compute_subnetwork.this[0].self_link : var.subnetwork_self_link
 }
 
 resource "google_compute_router" "nat" {

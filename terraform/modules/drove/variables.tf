@@ -66,6 +66,11 @@ variable "subnetwork_self_link" {
   description = "Existing subnet in var.region (self link or projects/P/regions/R/subnetworks/N) when create_network is false. It should have Private Google Access on."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.create_network || (var.network_self_link != null && var.subnetwork_self_link != null)
+    error_message = "network_self_link and subnetwork_self_link are required when create_network is false."
+  }
 }
 
 variable "subnet_cidr" {
