@@ -136,8 +136,11 @@ class WorkerLive(unittest.TestCase):
         cls.drove = binary("drove-controller", "drove")
         cls.tmp = tempfile.mkdtemp(prefix="drove-deploy-live-")
         os.chmod(cls.tmp, 0o755)
+        # A server of its own on a free port, even under scripts/test.sh
+        # (which exports its own server's PG_PORT).
+        env = {k: v for k, v in os.environ.items() if k not in ("PG_PORT", "PG_URL")}
         start = subprocess.run(["bash", "-c", 'source scripts/lib/pg.sh && pg_start "$1" && echo "$PG_URL"',
-                                "_", os.path.join(cls.tmp, "pg")], cwd=REPO, capture_output=True, text=True)
+                                "_", os.path.join(cls.tmp, "pg")], cwd=REPO, env=env, capture_output=True, text=True)
         if start.returncode != 0:
             shutil.rmtree(cls.tmp, True)
             raise unittest.SkipTest("no PostgreSQL to run against: " + start.stderr.strip()[-300:])
