@@ -15,6 +15,10 @@ if [ -z "${DROVE_TEST_DATABASE_URL:-}" ]; then
     echo "test PostgreSQL: $PG_URL"
 fi
 
+# End-to-end tests run the binaries of other packages (drove-worker from the
+# controller's tests): a test build alone does not build them.
+cargo build --workspace --bins
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else
