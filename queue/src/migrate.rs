@@ -13,7 +13,10 @@ use crate::schema::Schema;
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// (version, name, SQL template)
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/001_init.sql")),
+    (2, "cron", include_str!("../migrations/002_cron.sql")),
+];
 
 /// What a migration run did.
 #[derive(Debug, Clone, PartialEq, Eq)]

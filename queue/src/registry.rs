@@ -102,7 +102,7 @@ pub async fn worker_deregister(conn: &Conn, worker_id: &str) -> Result<()> {
 }
 
 /// A registry row as shown to operators.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerRow {
     pub id: String,
     pub host: String,

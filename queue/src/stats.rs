@@ -25,6 +25,8 @@ pub struct QueueStats {
     pub succeeded_1m: i64,
     /// Dead or cancelled in the last minute.
     pub failed_1m: i64,
+    /// Mean run time of jobs that succeeded in the last minute.
+    pub run_avg_1m_s: Option<f64>,
     pub max_running: Option<i32>,
 }
 
@@ -57,30 +59,37 @@ impl Stats {
     }
 }
 
+// Each part reads only what an index can answer: available jobs through the
+// partial claim index (queue, priority, run_at, id), running ones through the
+// (small) running set, failures through the partial index on failed jobs,
+// recent successes through the BRIN index on finish time.
 const STATS: &str = "
-WITH live AS (
+WITH avail AS (
     SELECT queue,
-           count(*) FILTER (WHERE state = 'available' AND run_at <= now()) AS available,
-           count(*) FILTER (WHERE state = 'available' AND run_at > now()) AS scheduled,
-           count(*) FILTER (WHERE state = 'running') AS running,
-           min(run_at) FILTER (WHERE state = 'available' AND run_at <= now()) AS oldest_due
-    FROM {s}.jobs GROUP BY queue
+           count(*) FILTER (WHERE run_at <= now()) AS available,
+           count(*) FILTER (WHERE run_at > now()) AS scheduled,
+           min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due
+    FROM {s}.jobs WHERE state = 'available' GROUP BY queue
+), run AS (
+    SELECT queue, count(*) AS running FROM {s}.jobs WHERE state = 'running' GROUP BY queue
 ), failed AS (
     SELECT queue, count(*) FILTER (WHERE state = 'dead') AS dead,
            count(*) FILTER (WHERE finished_at > now() - interval '1 minute') AS failed_1m
     FROM {s}.jobs_done WHERE state <> 'succeeded' GROUP BY queue
 ), recent AS (
-    SELECT queue, count(*) AS succeeded_1m
+    SELECT queue, count(*) AS succeeded_1m,
+           avg(EXTRACT(EPOCH FROM finished_at - started_at))::float8 AS run_avg
     FROM {s}.jobs_done WHERE finished_at > now() - interval '1 minute' AND state = 'succeeded'
     GROUP BY queue
 )
-SELECT q.name, q.paused, COALESCE(l.available, 0), COALESCE(l.scheduled, 0), COALESCE(l.running, 0),
-       COALESCE(f.dead, 0), COALESCE(EXTRACT(EPOCH FROM now() - l.oldest_due)::float8, 0),
-       COALESCE(r.succeeded_1m, 0), COALESCE(f.failed_1m, 0), q.max_running, now()
+SELECT q.name, q.paused, COALESCE(a.available, 0), COALESCE(a.scheduled, 0), COALESCE(r.running, 0),
+       COALESCE(f.dead, 0), COALESCE(EXTRACT(EPOCH FROM now() - a.oldest_due)::float8, 0),
+       COALESCE(c.succeeded_1m, 0), COALESCE(f.failed_1m, 0), q.max_running, now(), c.run_avg
 FROM {s}.queues q
-LEFT JOIN live l ON l.queue = q.name
+LEFT JOIN avail a ON a.queue = q.name
+LEFT JOIN run r ON r.queue = q.name
 LEFT JOIN failed f ON f.queue = q.name
-LEFT JOIN recent r ON r.queue = q.name
+LEFT JOIN recent c ON c.queue = q.name
 ORDER BY q.name";
 
 const FLEET: &str = "
@@ -108,6 +117,7 @@ pub async fn stats_read(client: &impl GenericClient, schema: &Schema) -> Result<
                 succeeded_1m: r.get(7),
                 failed_1m: r.get(8),
                 max_running: r.get(9),
+                run_avg_1m_s: r.get(11),
             })
             .collect(),
         fleet: FleetStats {
@@ -116,4 +126,118 @@ pub async fn stats_read(client: &impl GenericClient, schema: &Schema) -> Result<
             busy: fleet.get(2),
         },
     })
+}
+
+/// Upper bounds (seconds) of the run-time histogram buckets.
+pub const RUN_BUCKETS: [f64; 12] = [
+    0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+
+/// What happened in a time window, per queue: for counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowCounts {
+    pub queue: String,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    /// Finished jobs whose run time is at most each bound of [`RUN_BUCKETS`] (cumulative).
+    pub run_buckets: [u64; 12],
+    pub run_count: u64,
+    pub run_sum_s: f64,
+}
+
+/// Jobs finished in [from, to), per queue, with run-time buckets.
+const WINDOW: &str = "
+SELECT queue,
+       count(*) FILTER (WHERE state = 'succeeded'),
+       count(*) FILTER (WHERE state = 'dead'),
+       count(*) FILTER (WHERE state = 'cancelled'),
+       ARRAY[count(*) FILTER (WHERE d <= 0.005), count(*) FILTER (WHERE d <= 0.025),
+             count(*) FILTER (WHERE d <= 0.1), count(*) FILTER (WHERE d <= 0.5),
+             count(*) FILTER (WHERE d <= 1), count(*) FILTER (WHERE d <= 2.5),
+             count(*) FILTER (WHERE d <= 5), count(*) FILTER (WHERE d <= 10),
+             count(*) FILTER (WHERE d <= 30), count(*) FILTER (WHERE d <= 60),
+             count(*) FILTER (WHERE d <= 300), count(*) FILTER (WHERE d <= 1800)],
+       count(d), COALESCE(sum(d), 0)::float8
+FROM (SELECT queue, state, EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS d
+      FROM {s}.jobs_done WHERE finished_at >= $1 AND finished_at < $2) w
+GROUP BY queue";
+
+/// Counts jobs finished in [from, to) (use windows that tile, ending a
+/// little in the past so late commits are not missed).
+pub async fn stats_window(
+    client: &impl GenericClient,
+    schema: &Schema,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<WindowCounts>> {
+    let rows = client
+        .query(&schema.sql(WINDOW), &[&from, &to])
+        .await
+        .db()?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let buckets: Vec<i64> = r.get(4);
+            let mut run_buckets = [0u64; 12];
+            for (i, b) in buckets.iter().enumerate().take(12) {
+                run_buckets[i] = *b as u64;
+            }
+            WindowCounts {
+                queue: r.get(0),
+                succeeded: r.get::<_, i64>(1) as u64,
+                dead: r.get::<_, i64>(2) as u64,
+                cancelled: r.get::<_, i64>(3) as u64,
+                run_buckets,
+                run_count: r.get::<_, i64>(5) as u64,
+                run_sum_s: r.get(6),
+            }
+        })
+        .collect())
+}
+
+/// Jobs enqueued with ids in (after, ..], per queue, and the highest id seen.
+/// Ids grow with every enqueue, so successive calls with the returned id
+/// count each job once (a job whose transaction commits after a higher id
+/// was already counted is missed: long producer transactions undercount).
+pub async fn stats_enqueued_since(
+    client: &impl GenericClient,
+    schema: &Schema,
+    after: i64,
+) -> Result<(Vec<(String, u64)>, i64)> {
+    let rows = client
+        .query(
+            &schema.sql(
+                "SELECT queue, count(*), max(id) FROM (
+                     SELECT queue, id FROM {s}.jobs WHERE id > $1
+                     UNION ALL SELECT queue, id FROM {s}.jobs_done WHERE id > $1) x
+                 GROUP BY queue",
+            ),
+            &[&after],
+        )
+        .await
+        .db()?;
+    let mut top = after;
+    let counts = rows
+        .iter()
+        .map(|r| {
+            top = top.max(r.get::<_, i64>(2));
+            (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)
+        })
+        .collect();
+    Ok((counts, top))
+}
+
+/// The highest job id so far (0 if none): where enqueue counting starts.
+pub async fn stats_max_job_id(client: &impl GenericClient, schema: &Schema) -> Result<i64> {
+    let row = client
+        .query_one(
+            &schema.sql(
+                "SELECT GREATEST((SELECT max(id) FROM {s}.jobs), (SELECT max(id) FROM {s}.jobs_done), 0)::int8",
+            ),
+            &[],
+        )
+        .await
+        .db()?;
+    Ok(row.get(0))
 }

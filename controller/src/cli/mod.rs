@@ -55,12 +55,17 @@ pub enum Command {
     Queues(queues::QueuesCommand),
     /// Reclaim the jobs of workers whose lease expired (once, or in a loop).
     Reap(reap::ReapArgs),
+    /// Run the controller: health, metrics, API, housekeeping, scaling.
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 impl Command {
     /// Where this command's logs go.
     pub fn log_target(&self) -> drove_worker::logging::Target {
-        drove_worker::logging::Target::Command
+        match self {
+            Command::Serve(_) => drove_worker::logging::Target::Service,
+            _ => drove_worker::logging::Target::Command,
+        }
     }
 }
 
@@ -72,6 +77,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Jobs(cmd) => jobs::run(&cli.db, cmd).await,
         Command::Queues(cmd) => queues::run(&cli.db, cmd).await,
         Command::Reap(args) => reap::run(&cli.db, args).await,
+        Command::Serve(args) => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let run = crate::serve::run(&cli.db, *args, shutdown.clone());
+            tokio::pin!(run);
+            tokio::select! {
+                r = &mut run => r?,
+                _ = drove_worker::shutdown::signal() => {
+                    shutdown.cancel();
+                    run.await?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -335,3 +335,138 @@ pub fn url_port(url: &str) -> u16 {
     let hostport = url.split_once('@').unwrap().1.split('/').next().unwrap();
     hostport.rsplit_once(':').unwrap().1.parse().unwrap()
 }
+
+/// The API token tests give `drove serve`.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A `drove serve` process.
+pub struct ServeProc {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    pub status: Option<ExitStatus>,
+}
+
+impl ServeProc {
+    pub fn spawn(url: &str, schema: &drove_queue::Schema, extra: &[&str]) -> ServeProc {
+        let port = free_port();
+        let log = log_dir().join(format!("serve-{}-{port}.log", schema.name()));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(drove_bin())
+            .args([
+                "--database-url",
+                url,
+                "--schema",
+                schema.name(),
+                "--log-format",
+                "text",
+                "serve",
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--api-token",
+                TOKEN,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("DATABASE_URL")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        ServeProc {
+            child,
+            port,
+            log,
+            status: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn ready(&self, limit: Duration) {
+        wait_until(limit, "controller ready", || async {
+            matches!(http_get(self.port, "/readyz"), Some((200, _))).then_some(())
+        })
+        .await;
+    }
+
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_value(
+            &http_get(self.port, "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default(),
+            sample,
+        )
+    }
+
+    /// GET /v1/stats with the token.
+    pub async fn stats(&self) -> serde_json::Value {
+        api()
+            .get(self.url("/v1/stats"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                self.status = Some(s);
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            // SIGTERM first so a local scaling backend stops its workers.
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP client for API calls.
+pub fn api() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}

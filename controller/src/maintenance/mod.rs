@@ -1,0 +1,77 @@
+//! The controller's housekeeping: one background loop per module, each with
+//! the same shape (a `Config` with defaults, `run_once` that tests can step,
+//! errors logged and counted, never fatal), driven by [`run_loop`].
+//!
+//! - [`reaper`]: reclaims the jobs of workers whose lease expired.
+//! - [`pruner`]: deletes finished jobs past their queue's retention.
+//! - [`cron`]: fires cron schedules.
+//! - [`stats`]: refreshes the cached queue statistics behind `/metrics`,
+//!   the dashboard and the scaling policy.
+//!
+//! The reaper, pruner and cron run only on the leader; every controller
+//! refreshes its own statistics.
+
+pub mod cron;
+pub mod pruner;
+pub mod reaper;
+pub mod stats;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::serve::metrics::ControllerMetrics;
+
+/// A background task stepped by [`run_loop`].
+pub trait Service: Send + Sync {
+    /// Name used in logs and metric labels.
+    fn name(&self) -> &'static str;
+    /// Time between passes.
+    fn interval(&self) -> Duration;
+    /// Runs only while this controller is the leader.
+    fn leader_only(&self) -> bool;
+    /// One pass; returns a short description of what it did, if anything.
+    fn run_once(&self) -> impl Future<Output = anyhow::Result<Option<String>>> + Send;
+}
+
+/// Each pass may take at most this long before it is abandoned.
+pub const PASS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `svc` every interval until `stop`; a failed pass is logged and
+/// counted, and the loop goes on.
+pub async fn run_loop<S: Service>(
+    svc: S,
+    leader: watch::Receiver<bool>,
+    metrics: ControllerMetrics,
+    stop: CancellationToken,
+) {
+    let name = svc.name();
+    loop {
+        if !svc.leader_only() || *leader.borrow() {
+            let pass = tokio::time::timeout(PASS_TIMEOUT, svc.run_once());
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = pass => r,
+            };
+            metrics.loop_runs.with_label_values(&[name]).inc();
+            match result {
+                Ok(Ok(Some(did))) => tracing::info!(task = name, "{did}"),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    metrics.loop_errors.with_label_values(&[name]).inc();
+                    tracing::warn!(task = name, error = %format!("{e:#}"), "pass failed");
+                }
+                Err(_) => {
+                    metrics.loop_errors.with_label_values(&[name]).inc();
+                    tracing::warn!(task = name, "pass timed out after {PASS_TIMEOUT:?}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(svc.interval()) => {}
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The statistics refresher: reads every queue's depth and the fleet's size
+//! in one pass and caches it. `/metrics`, the dashboard, the API and the
+//! scaling policy all read the cache, so scrapes cost the database nothing;
+//! the refresh interval stretches when the read gets slow (huge backlogs),
+//! keeping its cost to a few percent of one core.
+//!
+//! Counters (enqueued, finished by state, run-time histogram) are built from
+//! tiling time windows of finished jobs that end [`LAG`] in the past, so a
+//! job whose completion commits a little late is still counted once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use drove_queue::{Schema, Stats};
+use serde::Serialize;
+
+use crate::pool::Pool;
+use crate::serve::metrics::ControllerMetrics;
+
+/// Counting windows end this far in the past.
+pub const LAG: chrono::Duration = chrono::Duration::seconds(2);
+
+#[derive(Debug, Clone)]
+pub struct StatsConfig {
+    /// Shortest time between refreshes.
+    pub interval: Duration,
+    /// The refresh may use at most this share of wall time (the interval
+    /// stretches to keep to it).
+    pub max_duty: f64,
+    /// How much history the dashboard's chart keeps.
+    pub history: Duration,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            interval: Duration::from_secs(1),
+            max_duty: 0.02,
+            history: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A cached read.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub stats: Stats,
+    pub refreshed: Instant,
+    pub took: Duration,
+}
+
+/// One point of the dashboard's chart.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Point {
+    pub at: DateTime<Utc>,
+    pub available: i64,
+    pub scheduled: i64,
+    pub running: i64,
+    pub workers: i64,
+    pub busy: i64,
+    pub desired: Option<i64>,
+}
+
+/// The latest statistics, shared by everything that reports them.
+#[derive(Default)]
+pub struct StatsCache {
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    history: Mutex<VecDeque<Point>>,
+    error: Mutex<Option<String>>,
+    /// Set by the scaler (-1: no decision yet).
+    desired: AtomicI64,
+}
+
+impl StatsCache {
+    pub fn new() -> StatsCache {
+        StatsCache {
+            desired: AtomicI64::new(-1),
+            ..Default::default()
+        }
+    }
+
+    pub fn get(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.read().expect("stats lock poisoned").clone()
+    }
+
+    pub fn history(&self) -> Vec<Point> {
+        self.history
+            .lock()
+            .expect("history lock poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The last refresh error, if the last refresh failed.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().expect("stats lock poisoned").clone()
+    }
+
+    pub fn set_desired(&self, n: u32) {
+        self.desired.store(i64::from(n), Ordering::Relaxed);
+    }
+
+    pub fn desired(&self) -> Option<i64> {
+        Some(self.desired.load(Ordering::Relaxed)).filter(|d| *d >= 0)
+    }
+
+    fn store(&self, snap: Snapshot, keep: Duration) {
+        let s = &snap.stats;
+        let point = Point {
+            at: s.at.unwrap_or_else(Utc::now),
+            available: s.available(),
+            scheduled: s.queues.iter().map(|q| q.scheduled).sum(),
+            running: s.running(),
+            workers: s.fleet.workers,
+            busy: s.fleet.busy,
+            desired: self.desired(),
+        };
+        {
+            let mut h = self.history.lock().expect("history lock poisoned");
+            h.push_back(point);
+            let horizon =
+                Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+            while h.front().is_some_and(|p| p.at < horizon) {
+                h.pop_front();
+            }
+        }
+        *self.snapshot.write().expect("stats lock poisoned") = Some(Arc::new(snap));
+        *self.error.lock().expect("stats lock poisoned") = None;
+    }
+}
+
+pub struct StatsRefresher {
+    pub pool: Pool,
+    pub schema: Schema,
+    pub cache: Arc<StatsCache>,
+    pub metrics: ControllerMetrics,
+    pub config: StatsConfig,
+    window_end: Mutex<Option<DateTime<Utc>>>,
+    last_id: Mutex<Option<i64>>,
+    next_ms: AtomicU64,
+}
+
+impl StatsRefresher {
+    pub fn new(
+        pool: Pool,
+        schema: Schema,
+        cache: Arc<StatsCache>,
+        metrics: ControllerMetrics,
+        config: StatsConfig,
+    ) -> Self {
+        let next_ms = AtomicU64::new(config.interval.as_millis() as u64);
+        StatsRefresher {
+            pool,
+            schema,
+            cache,
+            metrics,
+            config,
+            window_end: Mutex::new(None),
+            last_id: Mutex::new(None),
+            next_ms,
+        }
+    }
+
+    async fn refresh(&self) -> anyhow::Result<Option<String>> {
+        let conn = crate::pool::get(&self.pool).await?;
+        let (client, schema, m) = (conn.client(), &self.schema, &self.metrics);
+        let started = Instant::now();
+        let stats = drove_queue::stats_read(client, schema).await?;
+        let took = started.elapsed();
+
+        // Counters over tiling windows.
+        let now = stats.at.unwrap_or_else(Utc::now);
+        let to = now - LAG;
+        let from = *self.window_end.lock().expect("stats lock poisoned");
+        if let Some(from) = from.filter(|f| *f < to) {
+            for w in drove_queue::stats::stats_window(client, schema, from, to).await? {
+                m.finished
+                    .with_label_values(&[&w.queue, "succeeded"])
+                    .inc_by(w.succeeded);
+                m.finished
+                    .with_label_values(&[&w.queue, "dead"])
+                    .inc_by(w.dead);
+                m.finished
+                    .with_label_values(&[&w.queue, "cancelled"])
+                    .inc_by(w.cancelled);
+                m.run_time.add(&w);
+            }
+        }
+        if from.is_none_or(|f| f < to) {
+            *self.window_end.lock().expect("stats lock poisoned") = Some(to);
+        }
+        let last = *self.last_id.lock().expect("stats lock poisoned");
+        let top = match last {
+            None => drove_queue::stats::stats_max_job_id(client, schema).await?,
+            Some(after) => {
+                let (counts, top) =
+                    drove_queue::stats::stats_enqueued_since(client, schema, after).await?;
+                for (queue, n) in counts {
+                    m.enqueued.with_label_values(&[&queue]).inc_by(n);
+                }
+                top
+            }
+        };
+        *self.last_id.lock().expect("stats lock poisoned") = Some(top);
+
+        // Gauges.
+        m.jobs.reset();
+        m.oldest_wait.reset();
+        m.paused.reset();
+        for q in &stats.queues {
+            for (state, n) in [
+                ("available", q.available),
+                ("scheduled", q.scheduled),
+                ("running", q.running),
+                ("dead", q.dead),
+            ] {
+                m.jobs.with_label_values(&[&q.name, state]).set(n);
+            }
+            m.oldest_wait
+                .with_label_values(&[&q.name])
+                .set(q.oldest_wait_s);
+            m.paused
+                .with_label_values(&[&q.name])
+                .set(i64::from(q.paused));
+        }
+        let f = &stats.fleet;
+        m.workers.set(f.workers);
+        m.slots.set(f.slots);
+        m.busy.set(f.busy);
+        m.utilization.set(if f.slots > 0 {
+            f.busy as f64 / f.slots as f64
+        } else {
+            0.0
+        });
+        m.stats_seconds.set(took.as_secs_f64());
+
+        // Keep the refresh's share of time bounded.
+        let stretched = took.as_secs_f64() / self.config.max_duty;
+        let next = self
+            .config
+            .interval
+            .max(Duration::from_secs_f64(stretched.min(30.0)));
+        self.next_ms
+            .store(next.as_millis() as u64, Ordering::Relaxed);
+
+        self.cache.store(
+            Snapshot {
+                stats,
+                refreshed: Instant::now(),
+                took,
+            },
+            self.config.history,
+        );
+        Ok(None)
+    }
+}
+
+impl super::Service for StatsRefresher {
+    fn name(&self) -> &'static str {
+        "stats"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.next_ms.load(Ordering::Relaxed))
+    }
+
+    fn leader_only(&self) -> bool {
+        false
+    }
+
+    async fn run_once(&self) -> anyhow::Result<Option<String>> {
+        let r = self.refresh().await;
+        if let Err(e) = &r {
+            *self.cache.error.lock().expect("stats lock poisoned") = Some(format!("{e:#}"));
+        }
+        r
+    }
+}

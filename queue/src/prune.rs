@@ -1,0 +1,52 @@
+//! Pruning finished jobs past their queue's retention (succeeded: 1 day,
+//! dead and cancelled: 7 days, by default), in bounded batches so one pass
+//! never holds locks or bloats WAL for long.
+
+use tokio_postgres::GenericClient;
+use tokio_postgres::types::Type;
+
+use crate::error::{DbResultExt, Result};
+use crate::schema::Schema;
+
+/// Deletes up to `$1` finished jobs past retention. The first condition,
+/// against the shortest retention of any queue, is what the BRIN index on
+/// `finished_at` can use; the join applies each queue's own retention.
+const JOBS_PRUNE: &str = "
+WITH doomed AS (
+    SELECT d.id
+    FROM {s}.jobs_done d
+    JOIN {s}.queues q ON q.name = d.queue
+    WHERE d.finished_at < now() - (SELECT least(min(keep_succeeded), min(keep_dead)) FROM {s}.queues)
+      AND d.finished_at < now() - CASE WHEN d.state = 'succeeded' THEN q.keep_succeeded ELSE q.keep_dead END
+    LIMIT $1
+)
+DELETE FROM {s}.jobs_done d USING doomed WHERE d.id = doomed.id";
+
+/// Finished jobs of queues that no longer exist are pruned after this long.
+const ORPHANS_PRUNE: &str = "
+WITH doomed AS (
+    SELECT d.id FROM {s}.jobs_done d
+    WHERE d.finished_at < now() - interval '7 days'
+      AND NOT EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = d.queue)
+    LIMIT $1
+)
+DELETE FROM {s}.jobs_done d USING doomed WHERE d.id = doomed.id";
+
+/// Deletes at most `batch` finished jobs past retention; returns how many.
+/// Call again while it returns `batch`.
+pub async fn jobs_prune(client: &impl GenericClient, schema: &Schema, batch: i64) -> Result<u64> {
+    let mut n = client
+        .execute_typed(&schema.sql(JOBS_PRUNE), &[(&batch, Type::INT8)])
+        .await
+        .db()?;
+    if n < batch as u64 {
+        n += client
+            .execute_typed(
+                &schema.sql(ORPHANS_PRUNE),
+                &[(&(batch - n as i64), Type::INT8)],
+            )
+            .await
+            .db()?;
+    }
+    Ok(n)
+}
