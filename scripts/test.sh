@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against a throwaway PostgreSQL started here.
+# Runs the whole test suite:
+#   1. cargo tests (unit + end-to-end) against a throwaway PostgreSQL started here
+#   2. the offline GCP deployment checks (terraform, cloud-init, rolling update)
+# Uses DROVE_TEST_DATABASE_URL instead of a throwaway server when it is set.
 #   scripts/test.sh [extra cargo-nextest args, e.g. a test name filter]
-# Uses DROVE_TEST_DATABASE_URL instead when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/pg.sh
@@ -19,8 +21,20 @@ fi
 # controller's tests): a test build alone does not build them.
 cargo build --workspace --bins
 
+failed=()
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
+    cargo nextest run --workspace --no-fail-fast "$@" || failed+=("cargo tests")
 else
-    cargo test --workspace --no-fail-fast "$@"
+    cargo test --workspace --no-fail-fast "$@" || failed+=("cargo tests")
 fi
+
+# With a test filter, only the cargo tests were asked for.
+if [ $# -eq 0 ]; then
+    DROVE_DEPLOY_NO_BUILD=1 scripts/check-deploy.sh || failed+=("deploy checks (scripts/check-deploy.sh)")
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all tests passed"
