@@ -3,6 +3,7 @@
 //! [`gcp_metric`], [`gcp_mig`], [`local`] (or `docker`, the MIG simulation).
 
 pub mod backend;
+pub mod docker;
 pub mod gcp;
 pub mod gcp_metric;
 pub mod gcp_mig;
@@ -121,11 +122,12 @@ impl ScalingArgs {
 
     fn need<'a>(&self, v: &'a Option<String>, flag: &str) -> Result<&'a str, BackendError> {
         v.as_deref().ok_or_else(|| {
-            BackendError::new(
-                "config",
-                format!("--scaler {:?} needs {flag}", self.scaler).to_lowercase(),
-                false,
-            )
+            let scaler = self
+                .scaler
+                .to_possible_value()
+                .map(|p| p.get_name().to_string())
+                .unwrap_or_default();
+            BackendError::new("config", format!("--scaler {scaler} needs {flag}"), false)
         })
     }
 

@@ -97,6 +97,12 @@ pub async fn run(db: &DbArgs, args: ServeArgs, shutdown: CancellationToken) -> R
     let config = db.config().map_err(anyhow::Error::msg)?;
     let token = token(&args)?;
     let schema = db.schema.clone();
+    // Every configuration error before touching the database.
+    let worker_env = vec![
+        ("DATABASE_URL".to_string(), db.url().map_err(anyhow::Error::msg)?),
+        ("DROVE_SCHEMA".to_string(), schema.name().to_string()),
+    ];
+    let backend = args.scaling.backend(&worker_env).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // The database must answer and the schema be current before serving.
     let mut conn = connect_with_retry(&config, &schema, &shutdown).await?;
