@@ -149,3 +149,58 @@ fn serve_config_errors_name_the_bad_value() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cron_schedules_from_the_cli_and_from_a_file() {
+    let (t, _conn) = test_db().await;
+    let run = |args: &[&str]| {
+        let out = Command::new(drove_bin())
+            .args([
+                "--database-url",
+                &t.url,
+                "--schema",
+                t.schema.name(),
+                "cron",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&[
+        "set",
+        "hourly",
+        "--schedule",
+        "0 * * * *",
+        "--kind",
+        "report",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("hourly fires next at") && out.contains(":00:00 UTC"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["set", "bad", "--schedule", "99 * * * *", "--kind", "report"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("99 * * * *"), "{err}");
+    let file = std::env::temp_dir().join(format!("{}-cron.json", t.schema.name()));
+    std::fs::write(&file, r#"{"nightly": {"schedule": "30 2 * * *", "timezone": "Europe/Paris", "kind": "cleanup", "catch_up": "once"}}"#).unwrap();
+    let s = ServeProc::spawn(&t.url, &t.schema, &["--cron-file", file.to_str().unwrap()]);
+    s.ready(Duration::from_secs(15)).await;
+    let (code, out, _) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("hourly") && out.contains("nightly") && out.contains("Europe/Paris"),
+        "{out}"
+    );
+    let (code, _, _) = run(&["delete", "hourly"]);
+    assert_eq!(code, Some(0));
+    let (code, _, err) = run(&["delete", "hourly"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no cron schedule named \"hourly\""), "{err}");
+    let _ = std::fs::remove_file(file);
+}

@@ -1,6 +1,7 @@
 //! The `drove` command line: one module per subcommand.
 
 pub mod add;
+pub mod cron;
 pub mod follow;
 pub mod jobs;
 pub mod migrate;
@@ -55,6 +56,9 @@ pub enum Command {
     Queues(queues::QueuesCommand),
     /// Reclaim the jobs of workers whose lease expired (once, or in a loop).
     Reap(reap::ReapArgs),
+    /// Cron schedules: list, set, delete, apply a file.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
     /// Run the controller: health, metrics, API, housekeeping, scaling.
     Serve(Box<crate::serve::ServeArgs>),
 }
@@ -77,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Jobs(cmd) => jobs::run(&cli.db, cmd).await,
         Command::Queues(cmd) => queues::run(&cli.db, cmd).await,
         Command::Reap(args) => reap::run(&cli.db, args).await,
+        Command::Cron(cmd) => cron::run(&cli.db, cmd).await,
         Command::Serve(args) => {
             let shutdown = tokio_util::sync::CancellationToken::new();
             let run = crate::serve::run(&cli.db, *args, shutdown.clone());

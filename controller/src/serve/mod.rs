@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Most jobs in one batch enqueue request.
     #[arg(long, env = "DROVE_MAX_BATCH_JOBS", default_value_t = 10_000)]
     pub max_batch_jobs: usize,
+    /// Cron schedules to create or replace at start: a JSON file
+    /// {"NAME": {"schedule": "0 3 * * *", "kind": "report", ...}, ...}.
+    #[arg(long, env = "DROVE_CRON_FILE")]
+    pub cron_file: Option<PathBuf>,
     /// Database connections for the API and loops.
     #[arg(long, env = "DROVE_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
@@ -99,24 +103,6 @@ pub async fn run(db: &DbArgs, args: ServeArgs, shutdown: CancellationToken) -> R
     let schema = db.schema.clone();
     // Every configuration error before touching the database.
     let worker_env = vec![
-        ("DATABASE_URL".to_string(), db.url().map_err(anyhow::Error::msg)?),
-        ("DROVE_SCHEMA".to_string(), schema.name().to_string()),
-    ];
-    let backend = args.scaling.backend(&worker_env).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    // The database must answer and the schema be current before serving.
-    let mut conn = connect_with_retry(&config, &schema, &shutdown).await?;
-    if args.migrate_on_start {
-        let out = drove_queue::migrate(conn.client_mut(), &schema).await?;
-        if !out.applied.is_empty() {
-            tracing::info!(from = out.from, to = out.to, "schema migrated");
-        }
-    } else {
-        drove_queue::migrate::check_schema(conn.client(), &schema).await?;
-    }
-    drop(conn);
-
-    let worker_env = vec![
         (
             "DATABASE_URL".to_string(),
             db.url().map_err(anyhow::Error::msg)?,
@@ -128,6 +114,27 @@ pub async fn run(db: &DbArgs, args: ServeArgs, shutdown: CancellationToken) -> R
         .backend(&worker_env)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // The database must answer and the schema be current before serving.
+    let mut conn = connect_with_retry(&config, &schema, &shutdown).await?;
+    if args.migrate_on_start {
+        let out = drove_queue::migrate(conn.client_mut(), &schema).await?;
+        if !out.applied.is_empty() {
+            tracing::info!(from = out.from, to = out.to, "schema migrated");
+        }
+    } else {
+        drove_queue::migrate::check_schema(conn.client(), &schema).await?;
+    }
+    if let Some(file) = &args.cron_file {
+        for (name, spec) in crate::cli::cron::read_file(file)? {
+            let c = drove_queue::cron::cron_upsert(conn.client(), &schema, &name, &spec)
+                .await
+                .with_context(|| format!("cron schedule {name:?} in {}", file.display()))?;
+            tracing::info!(schedule = %c.name, next = %c.next_fire_at, "cron schedule from file");
+        }
+    }
+    drop(conn);
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
