@@ -3,7 +3,6 @@
 //! [`gcp_metric`], [`gcp_mig`], [`local`] (or `docker`, the MIG simulation).
 
 pub mod backend;
-pub mod docker;
 pub mod gcp;
 pub mod gcp_metric;
 pub mod gcp_mig;
