@@ -66,8 +66,8 @@ impl super::Service for Reaper {
 
     async fn run_once(&self) -> anyhow::Result<Option<String>> {
         let pass = self.passes.fetch_add(1, Ordering::Relaxed);
-        let sweep =
-            self.config.orphan_sweep_every > 0 && pass.is_multiple_of(self.config.orphan_sweep_every);
+        let sweep = self.config.orphan_sweep_every > 0
+            && pass.is_multiple_of(self.config.orphan_sweep_every);
         let conn = crate::pool::get(&self.pool).await?;
         let r = drove_queue::leases_reclaim_expired(conn.client(), &self.schema, sweep).await?;
         let n = (r.requeued + r.dead) as u64;
