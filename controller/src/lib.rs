@@ -2,6 +2,7 @@
 //! be tested and reused.
 //!
 //! - [`cli`]: the `drove` commands.
+//! - [`demo`]: `drove demo`, the local multi-process demo.
 //! - [`serve`]: `drove serve`: health, metrics, the `/v1` API.
 //! - [`leader`]: leadership among controllers (advisory lock).
 //! - [`maintenance`]: reaper, pruner, cron, statistics refresher (one loop each).
@@ -10,6 +11,7 @@
 //! - [`pgtemp`]: a throwaway PostgreSQL for the demo, benchmarks and tests.
 
 pub mod cli;
+pub mod demo;
 pub mod leader;
 pub mod maintenance;
 pub mod pgtemp;

@@ -61,6 +61,8 @@ pub enum Command {
     Cron(cron::CronCommand),
     /// Run the controller: health, metrics, API, housekeeping, scaling.
     Serve(Box<crate::serve::ServeArgs>),
+    /// The local demo: PostgreSQL, the controller, an autoscaled group of workers, bursts of jobs.
+    Demo(crate::demo::DemoArgs),
 }
 
 impl Command {
@@ -82,6 +84,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Queues(cmd) => queues::run(&cli.db, cmd).await,
         Command::Reap(args) => reap::run(&cli.db, args).await,
         Command::Cron(cmd) => cron::run(&cli.db, cmd).await,
+        Command::Demo(args) => crate::demo::run(&cli.db, args).await,
         Command::Serve(args) => {
             let shutdown = tokio_util::sync::CancellationToken::new();
             let run = crate::serve::run(&cli.db, *args, shutdown.clone());

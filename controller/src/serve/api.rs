@@ -227,8 +227,23 @@ pub async fn stats(State(s): State<AppState>) -> ApiResult {
     .into_response())
 }
 
-pub async fn history(State(s): State<AppState>) -> ApiResult {
-    Ok(Json(json!({ "points": s.cache.history() })).into_response())
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only points after this time (the dashboard asks for what is new).
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn history(
+    State(s): State<AppState>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let mut points = s.cache.history();
+    if let Some(since) = q.since {
+        points.retain(|p| p.at > since);
+    }
+    Ok(Json(json!({ "points": points })).into_response())
 }
 
 pub async fn list_cron(State(s): State<AppState>) -> ApiResult {

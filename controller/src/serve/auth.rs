@@ -62,10 +62,40 @@ pub fn presented(req: &Request) -> Option<String> {
 /// Rejects requests without the right token with 401 and a JSON error.
 pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match presented(&req) {
-        Some(t) if state.token.matches(&t) => next.run(req).await,
+        Some(t) if state.token.matches(&t) => {
+            if cross_site_form_risk(&req) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "a change signed in by cookie must be sent with Content-Type: application/json",
+                )
+                .into_response();
+            }
+            next.run(req).await
+        }
         Some(_) => unauthorized("wrong API token"),
         None => unauthorized("missing API token: send Authorization: Bearer <token>"),
     }
+}
+
+/// CSRF guard for the dashboard's cookie: a write authenticated by the
+/// cookie (no Authorization header) must carry `Content-Type:
+/// application/json`, which an HTML form on another site cannot send and a
+/// cross-origin script can only send after a CORS preflight this server
+/// never grants. (`SameSite=Strict` already keeps the cookie off requests
+/// from other sites; this also covers other origins of the same site, such
+/// as another port on the same host.)
+fn cross_site_form_risk(req: &Request) -> bool {
+    use axum::http::Method;
+    let by_cookie = !req.headers().contains_key(header::AUTHORIZATION);
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    by_cookie && writes && !json
 }
 
 fn unauthorized(message: &str) -> Response {
