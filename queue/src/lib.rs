@@ -30,6 +30,7 @@ pub mod migrate;
 pub mod prune;
 pub mod queues;
 pub mod reaper;
+pub mod schedule;
 pub mod registry;
 pub mod schema;
 pub mod stats;

@@ -16,6 +16,7 @@ pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../migrations/001_init.sql")),
     (2, "cron", include_str!("../migrations/002_cron.sql")),
+    (3, "scheduled", include_str!("../migrations/003_scheduled.sql")),
 ];
 
 /// What a migration run did.

@@ -5,15 +5,17 @@
 //! - [`reaper`]: reclaims the jobs of workers whose lease expired.
 //! - [`pruner`]: deletes finished jobs past their queue's retention.
 //! - [`cron`]: fires cron schedules.
+//! - [`scheduler`]: wakes workers when delayed jobs come due.
 //! - [`stats`]: refreshes the cached queue statistics behind `/metrics`,
 //!   the dashboard and the scaling policy.
 //!
-//! The reaper, pruner and cron run only on the leader; every controller
+//! The reaper, pruner, cron and scheduler run only on the leader; every controller
 //! refreshes its own statistics.
 
 pub mod cron;
 pub mod pruner;
 pub mod reaper;
+pub mod scheduler;
 pub mod stats;
 
 use std::future::Future;

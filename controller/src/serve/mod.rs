@@ -27,6 +27,7 @@ use crate::maintenance::cron::{CronConfig, CronFirer};
 use crate::maintenance::pruner::{Pruner, PrunerConfig};
 use crate::maintenance::reaper::{Reaper, ReaperConfig};
 use crate::maintenance::run_loop;
+use crate::maintenance::scheduler::{Scheduler, SchedulerConfig};
 use crate::maintenance::stats::{StatsCache, StatsConfig, StatsRefresher};
 use crate::scaling::ScalingArgs;
 use crate::scaling::scaler::{Scaler, ScalingStatus};
@@ -221,6 +222,12 @@ pub async fn run(db: &DbArgs, args: ServeArgs, shutdown: CancellationToken) -> R
                 ..Default::default()
             },
         },
+        loops.0.clone(),
+        loops.1.clone(),
+        loops.2.clone(),
+    ));
+    tasks.spawn(run_loop(
+        Scheduler::new(pool.clone(), schema.clone(), SchedulerConfig::default()),
         loops.0.clone(),
         loops.1.clone(),
         loops.2.clone(),
