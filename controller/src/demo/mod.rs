@@ -56,7 +56,7 @@ pub struct DemoArgs {
     #[arg(long, env = "DROVE_DEMO_BURSTS", default_value_t = 2)]
     pub bursts: u32,
     /// Quiet time between bursts: long enough to watch the group shrink.
-    #[arg(long, env = "DROVE_DEMO_PAUSE", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DROVE_DEMO_PAUSE", default_value = "45s", value_parser = humantime::parse_duration)]
     pub pause: Duration,
     /// Fewest workers (0: the group scales to zero when idle).
     #[arg(long, env = "DROVE_DEMO_MIN_WORKERS", default_value_t = 0)]
@@ -295,6 +295,7 @@ impl Demo {
             say("Ctrl-C stops everything.");
             mon.watch(Until::Stopped, None, &self.stop).await;
             mon.clear();
+            say(""); // past the terminal's "^C"
         }
         Ok(code)
     }
