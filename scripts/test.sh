@@ -2,6 +2,7 @@
 # Runs the whole test suite:
 #   1. cargo tests (unit + end-to-end) against a throwaway PostgreSQL started here
 #   2. the offline GCP deployment checks (terraform, cloud-init, rolling update)
+#   3. the dashboard in headless Chromium, against a small demo
 # Uses DROVE_TEST_DATABASE_URL instead of a throwaway server when it is set.
 #   scripts/test.sh [extra cargo-nextest args, e.g. a test name filter]
 set -euo pipefail
@@ -31,6 +32,7 @@ fi
 # With a test filter, only the cargo tests were asked for.
 if [ $# -eq 0 ]; then
     DROVE_DEPLOY_NO_BUILD=1 scripts/check-deploy.sh || failed+=("deploy checks (scripts/check-deploy.sh)")
+    DROVE_BIN_DIR=${CARGO_TARGET_DIR:-target}/debug scripts/test-dashboard.sh || failed+=("dashboard browser test (scripts/test-dashboard.sh)")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
