@@ -10,6 +10,7 @@
 //! - [`pool`]: database connections for handlers and loops.
 //! - [`pgtemp`]: a throwaway PostgreSQL for the demo, benchmarks and tests.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod leader;

@@ -59,7 +59,10 @@ CREATE TABLE {s}.jobs (
     payload           jsonb NOT NULL DEFAULT '{}',
     progress          jsonb,
     -- One object per failed attempt: {"attempt", "at", "error", "worker"}.
-    errors            jsonb NOT NULL DEFAULT '[]'
+    errors            jsonb NOT NULL DEFAULT '[]',
+    -- A job has a lease owner exactly while it runs: completions fence on the
+    -- owner alone (see queue/src/complete.rs for why not on state too).
+    CONSTRAINT jobs_leased_iff_running CHECK ((state = 'running') = (lease_owner IS NOT NULL))
 ) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 0);
 

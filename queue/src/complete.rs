@@ -1,7 +1,16 @@
 //! Recording what happened to leased jobs: success, failure (retry or dead),
 //! cancellation, release on shutdown, progress.
 //!
-//! Every statement is fenced on (job id, attempt, lease owner, state running):
+//! Every statement is fenced on (job id, attempt, lease owner): a job has a
+//! lease owner exactly while it is `running` (a CHECK constraint on `jobs`),
+//! so the owner test is also the state test. The statements deliberately do
+//! not repeat `state = 'running'`: that would let the planner pick the
+//! partial owner index, whose statistics say "no running jobs" right after a
+//! bulk enqueue, and join it against the unnested batch in a nested loop
+//! that costs O(batch²) (measured: 178 µs per job at batch 1000). Without
+//! it, each job is found through the primary key.
+//!
+//! Fencing:
 //! a worker that lost its lease (partitioned, paused, declared dead) and comes
 //! back late changes nothing, so a newer attempt is never overwritten and each
 //! job's completion is recorded exactly once. Each returns the ids it applied
@@ -28,7 +37,7 @@ WITH c AS (
     SELECT * FROM unnest($1::int8[], $2::int4[], $3::jsonb[]) AS c(id, attempt, result)
 ), done AS (
     DELETE FROM {s}.jobs j USING c
-    WHERE j.id = c.id AND j.attempt = c.attempt AND j.lease_owner = $4 AND j.state = 'running'
+    WHERE j.id = c.id AND j.attempt = c.attempt AND j.lease_owner = $4
     RETURNING j.*, c.result
 )
 INSERT INTO {s}.jobs_done (",
@@ -82,7 +91,7 @@ WITH f AS (
     FROM {s}.jobs j
     JOIN f ON f.id = j.id AND f.attempt = j.attempt
     JOIN {s}.queues q ON q.name = j.queue
-    WHERE j.lease_owner = $5 AND j.state = 'running'
+    WHERE j.lease_owner = $5
     FOR UPDATE OF j
 ), retried AS (
     UPDATE {s}.jobs j
@@ -175,7 +184,7 @@ const JOBS_CANCELLED_MANY: &str = concat!(
 WITH gone AS (
     DELETE FROM {s}.jobs j
     USING unnest($1::int8[], $2::int4[]) AS c(id, attempt)
-    WHERE j.id = c.id AND j.attempt = c.attempt AND j.lease_owner = $3 AND j.state = 'running'
+    WHERE j.id = c.id AND j.attempt = c.attempt AND j.lease_owner = $3
     RETURNING j.*
 )
 INSERT INTO {s}.jobs_done (",
@@ -214,7 +223,7 @@ WITH released AS (
     SET state = 'available', attempt = j.attempt - 1, lease_owner = NULL, started_at = NULL,
         cancel_requested = false
     FROM unnest($1::int8[], $2::int4[]) AS r(id, attempt)
-    WHERE j.id = r.id AND j.attempt = r.attempt AND j.lease_owner = $3 AND j.state = 'running'
+    WHERE j.id = r.id AND j.attempt = r.attempt AND j.lease_owner = $3
     RETURNING j.id, j.queue
 ), woken AS (
     SELECT count(pg_notify('{jobs_chan}', d.queue)) AS n FROM (SELECT DISTINCT queue FROM released) d
@@ -244,7 +253,7 @@ pub async fn jobs_release_many(
 
 const JOB_SET_PROGRESS: &str = "
 UPDATE {s}.jobs SET progress = $4
-WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'";
+WHERE id = $1 AND attempt = $2 AND lease_owner = $3";
 
 /// Stores a running job's progress (any JSON). False if the lease was lost.
 pub async fn job_set_progress(

@@ -36,6 +36,8 @@ pub struct DbConfig {
     config: Config,
     tls: Option<MakeRustlsConnect>,
     display: String,
+    /// The URL named an `application_name`: keep it.
+    app_name_given: bool,
 }
 
 /// The driver of one connection; poll it (or spawn it) for the client to work.
@@ -68,7 +70,8 @@ impl DbConfig {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
-        if config.get_application_name().is_none() {
+        let app_name_given = config.get_application_name().is_some();
+        if !app_name_given {
             config.application_name("drove");
         }
         let tls = match mode {
@@ -92,7 +95,19 @@ impl DbConfig {
             config,
             tls,
             display: redact(url),
+            app_name_given,
         })
+    }
+
+    /// The same database, with connections named `name` in
+    /// `pg_stat_activity` (e.g. one name per worker process, so its
+    /// connections can be counted), unless the URL set `application_name`.
+    /// Postgres keeps the first 63 bytes.
+    pub fn with_application_name(mut self, name: &str) -> DbConfig {
+        if !self.app_name_given {
+            self.config.application_name(name);
+        }
+        self
     }
 
     /// The URL with its password hidden, for logs and error messages.
@@ -371,6 +386,26 @@ mod tests {
         assert!(take_tls_params("postgres://u@h/db?sslmode=bogus").is_err());
         let (rest, mode, _) = take_tls_params("host=h sslmode=disable user=u").unwrap();
         assert_eq!((rest.as_str(), mode), ("host=h user=u", TlsMode::Disable));
+    }
+
+    #[test]
+    fn application_name_from_the_url_wins() {
+        let named = |url: &str| {
+            DbConfig::parse(url)
+                .unwrap()
+                .with_application_name("drove-worker x")
+                .config
+                .get_application_name()
+                .map(str::to_string)
+        };
+        assert_eq!(
+            named("postgres://u@h/db?sslmode=disable").as_deref(),
+            Some("drove-worker x")
+        );
+        assert_eq!(
+            named("postgres://u@h/db?sslmode=disable&application_name=mine").as_deref(),
+            Some("mine")
+        );
     }
 
     #[test]

@@ -80,7 +80,10 @@ impl Worker {
         let c = &self.config;
         c.validate().map_err(WorkerError::Config)?;
         let url = c.db.url().map_err(WorkerError::Config)?;
-        let db = DbConfig::parse(&url)?;
+        let id = worker_id();
+        // Named per process, so that its connections can be told apart in
+        // pg_stat_activity (unless the URL names them itself).
+        let db = DbConfig::parse(&url)?.with_application_name(&format!("drove-worker {id}"));
         let settings = Settings {
             queues: c.queues.clone(),
             slots: c.slots(),
@@ -105,7 +108,7 @@ impl Worker {
         })?;
 
         let me = WorkerInfo {
-            id: worker_id(),
+            id,
             host: hostname(),
             pid: std::process::id() as i32,
             version: crate::VERSION.to_string(),
@@ -335,12 +338,18 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// `host-pid-xxxx`: unique even when a VM is recreated with the same name.
+/// `host-pid-xxxx`: unique even when a VM is recreated with the same name,
+/// and among workers embedded in one process (the suffix starts at a random
+/// value and counts up).
 fn worker_id() -> String {
+    static FIRST: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let first = *FIRST.get_or_init(|| rand::rng().random::<u16>());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!(
         "{}-{}-{:04x}",
         hostname(),
         std::process::id(),
-        rand::rng().random::<u16>()
+        first.wrapping_add(n)
     )
 }

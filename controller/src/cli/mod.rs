@@ -59,6 +59,8 @@ pub enum Command {
     /// Cron schedules: list, set, delete, apply a file.
     #[command(subcommand)]
     Cron(cron::CronCommand),
+    /// Measure throughput, latency and footprint (on a throwaway PostgreSQL unless --database-url).
+    Bench(crate::bench::BenchArgs),
     /// Run the controller: health, metrics, API, housekeeping, scaling.
     Serve(Box<crate::serve::ServeArgs>),
     /// The local demo: PostgreSQL, the controller, an autoscaled group of workers, bursts of jobs.
@@ -84,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Queues(cmd) => queues::run(&cli.db, cmd).await,
         Command::Reap(args) => reap::run(&cli.db, args).await,
         Command::Cron(cmd) => cron::run(&cli.db, cmd).await,
+        Command::Bench(args) => crate::bench::run(&cli.db, args).await,
         Command::Demo(args) => crate::demo::run(&cli.db, args).await,
         Command::Serve(args) => {
             let shutdown = tokio_util::sync::CancellationToken::new();
