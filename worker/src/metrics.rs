@@ -173,12 +173,18 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("encoding to a Vec cannot fail");
-        String::from_utf8(buf).expect("the text format is UTF-8")
+        render(&self.registry)
     }
+}
+
+/// The Prometheus text exposition of a registry (the worker's and the
+/// controller's `/metrics`).
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("encoding to a Vec cannot fail");
+    String::from_utf8(buf).expect("the text format is UTF-8")
 }
 
 impl Default for Metrics {

@@ -29,6 +29,35 @@ enum Client {
     Regional(RegionInstanceGroupManagers),
 }
 
+/// Calls `$method` on the group through the zonal or regional client, with
+/// `$map` turning either client's response into one type.
+macro_rules! on_group {
+    ($self:expr, $method:ident, $map:expr $(, $setter:ident($arg:expr))*) => {{
+        let c = &$self.config;
+        match (&$self.client, &c.location) {
+            (Client::Zonal(cl), Location::Zone(z)) => cl
+                .$method()
+                .set_project(&c.project)
+                .set_zone(z)
+                .set_instance_group_manager(&c.group)
+                $(.$setter($arg))*
+                .send()
+                .await
+                .map($map),
+            (Client::Regional(cl), Location::Region(r)) => cl
+                .$method()
+                .set_project(&c.project)
+                .set_region(r)
+                .set_instance_group_manager(&c.group)
+                $(.$setter($arg))*
+                .send()
+                .await
+                .map($map),
+            _ => unreachable!("the client kind follows the location"),
+        }
+    }};
+}
+
 pub struct GcpMigBackend {
     client: Client,
     config: MigConfig,
@@ -66,55 +95,17 @@ impl GcpMigBackend {
 
     /// Target size and instances (with how many are running).
     pub async fn size(&self) -> Result<GroupSize, BackendError> {
-        let c = &self.config;
-        let (target, instances) = match (&self.client, &c.location) {
-            (Client::Zonal(cl), Location::Zone(z)) => {
-                let g = cl
-                    .get()
-                    .set_project(&c.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&c.group)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error("gcp-mig", "reading the group", e))?;
-                let list = cl
-                    .list_managed_instances()
-                    .set_project(&c.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&c.group)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error("gcp-mig", "listing the group's instances", e))?;
-                (g.target_size.unwrap_or_default(), list.managed_instances)
-            }
-            (Client::Regional(cl), Location::Region(r)) => {
-                let g = cl
-                    .get()
-                    .set_project(&c.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&c.group)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error("gcp-mig", "reading the group", e))?;
-                let list = cl
-                    .list_managed_instances()
-                    .set_project(&c.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&c.group)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error("gcp-mig", "listing the group's instances", e))?;
-                (g.target_size.unwrap_or_default(), list.managed_instances)
-            }
-            _ => unreachable!("the client kind follows the location"),
-        };
+        let group = on_group!(self, get, |g| g)
+            .map_err(|e| backend_error("gcp-mig", "reading the group", e))?;
+        let instances = on_group!(self, list_managed_instances, |r| r.managed_instances)
+            .map_err(|e| backend_error("gcp-mig", "listing the group's instances", e))?;
         use google_cloud_compute_v1::model::managed_instance::InstanceStatus;
         let running = instances
             .iter()
             .filter(|i| i.instance_status == Some(InstanceStatus::Running))
             .count();
         Ok(GroupSize {
-            target: target.max(0) as u32,
+            target: group.target_size.unwrap_or_default().max(0) as u32,
             running: running as u32,
             instances: instances.len() as u32,
         })
@@ -122,30 +113,9 @@ impl GcpMigBackend {
 
     /// Sets the group's target size.
     pub async fn resize(&self, size: u32) -> Result<(), BackendError> {
-        let c = &self.config;
         let size = i32::try_from(size).unwrap_or(i32::MAX);
-        let op = match (&self.client, &c.location) {
-            (Client::Zonal(cl), Location::Zone(z)) => {
-                cl.resize()
-                    .set_project(&c.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&c.group)
-                    .set_size(size)
-                    .send()
-                    .await
-            }
-            (Client::Regional(cl), Location::Region(r)) => {
-                cl.resize()
-                    .set_project(&c.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&c.group)
-                    .set_size(size)
-                    .send()
-                    .await
-            }
-            _ => unreachable!("the client kind follows the location"),
-        }
-        .map_err(|e| backend_error("gcp-mig", "resizing the group", e))?;
+        let op = on_group!(self, resize, |op| op, set_size(size))
+            .map_err(|e| backend_error("gcp-mig", "resizing the group", e))?;
         if let Some(err) = op.error.as_ref().filter(|e| !e.errors.is_empty()) {
             let msgs: Vec<String> = err
                 .errors

@@ -10,8 +10,8 @@ use drove_queue::stats::{RUN_BUCKETS, WindowCounts};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// Every metric of `drove serve`. Cheap to clone (handles share state).
@@ -94,11 +94,7 @@ impl ControllerMetrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("encoding to a Vec cannot fail");
-        String::from_utf8(buf).expect("the text format is UTF-8")
+        drove_worker::metrics::render(&self.registry)
     }
 }
 

@@ -48,42 +48,33 @@ pub fn log_dir() -> PathBuf {
     d
 }
 
-/// A `drove-worker` process.
-pub struct WorkerProc {
+/// A child process started by a test, with its HTTP port and log file.
+/// Dropping it stops it: SIGTERM first when `graceful` (a controller stops
+/// its local workers), SIGKILL otherwise or after 10 s.
+pub struct Proc {
     child: Child,
     pub port: u16,
     pub log: PathBuf,
     pub status: Option<ExitStatus>,
+    graceful: bool,
 }
 
-impl WorkerProc {
-    /// Starts a worker on `url`/`schema` with extra flags.
-    pub fn spawn(url: &str, schema: &drove_queue::Schema, extra: &[&str]) -> WorkerProc {
-        let port = free_port();
-        let log = log_dir().join(format!("worker-{}-{port}.log", schema.name()));
+impl Proc {
+    fn spawn(mut cmd: Command, port: u16, log: PathBuf, graceful: bool) -> Proc {
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(worker_bin())
-            .args([
-                "--database-url",
-                url,
-                "--schema",
-                schema.name(),
-                "--log-format",
-                "text",
-            ])
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(extra)
+        let child = cmd
             .env("RUST_LOG", "info,drove_worker=debug")
             .env_remove("DATABASE_URL")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .unwrap();
-        WorkerProc {
+        Proc {
             child,
             port,
             log,
             status: None,
+            graceful,
         }
     }
 
@@ -116,15 +107,75 @@ impl WorkerProc {
         None
     }
 
-    /// GET a path of the worker's HTTP server: (status, body).
+    /// GET a path of the process's HTTP server: (status, body).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.port, path)
     }
 
-    /// The value of one Prometheus sample, e.g. `drove_worker_outcomes_rejected_total`.
+    /// The value of one Prometheus sample of its `/metrics`.
     pub fn metric(&self, sample: &str) -> f64 {
         let (_, body) = self.get("/metrics").unwrap_or_default();
         metric_value(&body, sample)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        if self.graceful {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `drove-worker` process.
+pub struct WorkerProc(Proc);
+
+impl std::ops::Deref for WorkerProc {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProc {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.0
+    }
+}
+
+impl WorkerProc {
+    /// Starts a worker on `url`/`schema` with extra flags.
+    pub fn spawn(url: &str, schema: &drove_queue::Schema, extra: &[&str]) -> WorkerProc {
+        let port = free_port();
+        let log = log_dir().join(format!("worker-{}-{port}.log", schema.name()));
+        let mut cmd = Command::new(worker_bin());
+        cmd.args([
+            "--database-url",
+            url,
+            "--schema",
+            schema.name(),
+            "--log-format",
+            "text",
+        ])
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(extra);
+        WorkerProc(Proc::spawn(cmd, port, log, false))
     }
 
     /// Waits for `/readyz` to answer 200; returns the worker's id.
@@ -138,19 +189,6 @@ impl WorkerProc {
         .await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["worker"].as_str().unwrap().to_string()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -340,47 +378,43 @@ pub fn url_port(url: &str) -> u16 {
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A `drove serve` process.
-pub struct ServeProc {
-    child: Child,
-    pub port: u16,
-    pub log: PathBuf,
-    pub status: Option<ExitStatus>,
+pub struct ServeProc(Proc);
+
+impl std::ops::Deref for ServeProc {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServeProc {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.0
+    }
 }
 
 impl ServeProc {
     pub fn spawn(url: &str, schema: &drove_queue::Schema, extra: &[&str]) -> ServeProc {
         let port = free_port();
         let log = log_dir().join(format!("serve-{}-{port}.log", schema.name()));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(drove_bin())
-            .args([
-                "--database-url",
-                url,
-                "--schema",
-                schema.name(),
-                "--log-format",
-                "text",
-                "serve",
-            ])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--api-token",
-                TOKEN,
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("DATABASE_URL")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        ServeProc {
-            child,
-            port,
-            log,
-            status: None,
-        }
+        let mut cmd = Command::new(drove_bin());
+        cmd.args([
+            "--database-url",
+            url,
+            "--schema",
+            schema.name(),
+            "--log-format",
+            "text",
+            "serve",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--api-token",
+            TOKEN,
+        ])
+        .args(extra);
+        ServeProc(Proc::spawn(cmd, port, log, true))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -394,15 +428,6 @@ impl ServeProc {
         .await;
     }
 
-    pub fn metric(&self, sample: &str) -> f64 {
-        metric_value(
-            &http_get(self.port, "/metrics")
-                .map(|r| r.1)
-                .unwrap_or_default(),
-            sample,
-        )
-    }
-
     /// GET /v1/stats with the token.
     pub async fn stats(&self) -> serde_json::Value {
         api()
@@ -414,52 +439,6 @@ impl ServeProc {
             .json()
             .await
             .unwrap()
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        self.status = self.child.wait().ok();
-    }
-
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                self.status = Some(s);
-                return Some(s);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ServeProc {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            // SIGTERM first so a local scaling backend stops its workers.
-            self.signal(libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
