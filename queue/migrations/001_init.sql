@@ -69,8 +69,10 @@ CREATE TABLE {s}.jobs (
 -- The claim index: only available jobs, in claim order.
 CREATE INDEX jobs_claim_idx ON {s}.jobs (queue, priority, run_at, id)
     WHERE state = 'available';
--- Reclaiming the jobs of a dead worker, and releasing a worker's own leases.
-CREATE INDEX jobs_owner_idx ON {s}.jobs (lease_owner) WHERE state = 'running';
+-- No index on running jobs: every claim would pay an index insertion per job
+-- for it (measured: 8.5% of the database's work per job, 104,025 -> 95,233
+-- instructions). Running jobs are looked up by id (completions, releases),
+-- and found by a scan only when a worker has died (reclaim) or for stats.
 -- Cancellation requests still to be delivered to workers (tiny).
 CREATE INDEX jobs_cancel_idx ON {s}.jobs (lease_owner) WHERE cancel_requested;
 

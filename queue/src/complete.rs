@@ -1,20 +1,19 @@
 //! Recording what happened to leased jobs: success, failure (retry or dead),
 //! cancellation, release on shutdown, progress.
 //!
-//! Every statement is fenced on (job id, attempt, lease owner): a job has a
-//! lease owner exactly while it is `running` (a CHECK constraint on `jobs`),
-//! so the owner test is also the state test. The statements deliberately do
-//! not repeat `state = 'running'`: that would let the planner pick the
-//! partial owner index, whose statistics say "no running jobs" right after a
-//! bulk enqueue, and join it against the unnested batch in a nested loop
-//! that costs O(batch²) (measured: 178 µs per job at batch 1000). Without
-//! it, each job is found through the primary key.
+//! Every statement is fenced on (job id, attempt, lease owner): a worker
+//! that lost its lease (partitioned, paused, declared dead) and comes back
+//! late changes nothing, so a newer attempt is never overwritten and each
+//! job's completion is recorded exactly once. Each returns the ids it
+//! applied to; the rest were fenced off.
 //!
-//! Fencing:
-//! a worker that lost its lease (partitioned, paused, declared dead) and comes
-//! back late changes nothing, so a newer attempt is never overwritten and each
-//! job's completion is recorded exactly once. Each returns the ids it applied
-//! to; the rest were fenced off.
+//! A job has a lease owner exactly while it is `running` (a CHECK constraint
+//! on `jobs`), so the owner test is also the state test, and the statements
+//! do not repeat `state = 'running'`. (When there was a partial index on
+//! running jobs, that condition let the planner join it against the
+//! unnested batch in a nested loop, O(batch²): 178 µs per job at batch
+//! 1000.) Successes find their rows by the address the claim returned (a
+//! TID scan), and by primary key whatever has moved since.
 
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
@@ -22,6 +21,7 @@ use tokio_postgres::types::Json;
 use crate::conn::Conn;
 use crate::error::{DbResultExt, Result};
 use crate::job::JobId;
+use crate::tid::Tid;
 
 /// Columns copied from `jobs` into `jobs_done` when a job finishes.
 macro_rules! done_columns {
@@ -31,6 +31,29 @@ macro_rules! done_columns {
     };
 }
 
+/// Successes found at the address their claim returned ($1). The accepted
+/// ids come back as one array: one row to send, not one per job.
+const JOBS_COMPLETE_AT: &str = concat!(
+    "
+WITH c AS (
+    SELECT * FROM unnest($1::tid[], $2::int8[], $3::int4[], $4::jsonb[]) AS c(ctid, id, attempt, result)
+), done AS (
+    DELETE FROM {s}.jobs j USING c
+    WHERE j.ctid = c.ctid AND j.id = c.id AND j.attempt = c.attempt AND j.lease_owner = $5
+    RETURNING j.*, c.result
+), ins AS (
+    INSERT INTO {s}.jobs_done (",
+    done_columns!(),
+    ")
+    SELECT id, queue, kind, 'succeeded', priority, attempt, max_attempts, run_at, created_at, started_at,
+           now(), $5, unique_key, ordering_key, payload, progress, result, errors
+    FROM done
+    RETURNING id
+)
+SELECT COALESCE(array_agg(id), '{}') FROM ins"
+);
+
+/// Successes found by id (their row moved since the claim, or no address).
 const JOBS_COMPLETE_MANY: &str = concat!(
     "
 WITH c AS (
@@ -39,14 +62,16 @@ WITH c AS (
     DELETE FROM {s}.jobs j USING c
     WHERE j.id = c.id AND j.attempt = c.attempt AND j.lease_owner = $4
     RETURNING j.*, c.result
-)
-INSERT INTO {s}.jobs_done (",
+), ins AS (
+    INSERT INTO {s}.jobs_done (",
     done_columns!(),
     ")
-SELECT id, queue, kind, 'succeeded', priority, attempt, max_attempts, run_at, created_at, started_at,
-       now(), $4, unique_key, ordering_key, payload, progress, result, errors
-FROM done
-RETURNING id"
+    SELECT id, queue, kind, 'succeeded', priority, attempt, max_attempts, run_at, created_at, started_at,
+           now(), $4, unique_key, ordering_key, payload, progress, result, errors
+    FROM done
+    RETURNING id
+)
+SELECT COALESCE(array_agg(id), '{}') FROM ins"
 );
 
 /// One finished success: (id, attempt) as claimed, and the handler's result.
@@ -55,28 +80,56 @@ pub struct Completion {
     pub id: JobId,
     pub attempt: i32,
     pub result: Option<Box<RawValue>>,
+    /// The claimed row's address ([`crate::ClaimedJob::ctid`]), if known.
+    pub ctid: Option<Tid>,
 }
 
-/// Records successes in one statement. Returns the ids accepted.
+/// Records successes: in one statement when every row is where its claim
+/// left it, plus one by id for those that moved. Returns the ids accepted.
 pub async fn jobs_complete_many(
     conn: &Conn,
     worker_id: &str,
     done: &[Completion],
 ) -> Result<Vec<JobId>> {
-    if done.is_empty() {
-        return Ok(Vec::new());
+    let (at, rest): (Vec<&Completion>, Vec<&Completion>) =
+        done.iter().partition(|c| c.ctid.is_some());
+    let mut accepted = Vec::new();
+    if !at.is_empty() {
+        let ctids: Vec<Tid> = at.iter().filter_map(|c| c.ctid).collect();
+        let ids: Vec<JobId> = at.iter().map(|c| c.id).collect();
+        let attempts: Vec<i32> = at.iter().map(|c| c.attempt).collect();
+        let results: Vec<Option<Json<&RawValue>>> =
+            at.iter().map(|c| c.result.as_deref().map(Json)).collect();
+        let stmt = conn.prepared(JOBS_COMPLETE_AT).await?;
+        let row = conn
+            .client()
+            .query_one(&stmt, &[&ctids, &ids, &attempts, &results, &worker_id])
+            .await
+            .db()?;
+        accepted = row.get(0);
     }
-    let ids: Vec<JobId> = done.iter().map(|c| c.id).collect();
-    let attempts: Vec<i32> = done.iter().map(|c| c.attempt).collect();
-    let results: Vec<Option<Json<&RawValue>>> =
-        done.iter().map(|c| c.result.as_deref().map(Json)).collect();
+    let mut by_id = rest;
+    if accepted.len() < at.len() {
+        let found: std::collections::HashSet<JobId> = accepted.iter().copied().collect();
+        by_id.extend(at.iter().filter(|c| !found.contains(&c.id)));
+    }
+    if by_id.is_empty() {
+        return Ok(accepted);
+    }
+    let ids: Vec<JobId> = by_id.iter().map(|c| c.id).collect();
+    let attempts: Vec<i32> = by_id.iter().map(|c| c.attempt).collect();
+    let results: Vec<Option<Json<&RawValue>>> = by_id
+        .iter()
+        .map(|c| c.result.as_deref().map(Json))
+        .collect();
     let stmt = conn.prepared(JOBS_COMPLETE_MANY).await?;
-    let rows = conn
+    let row = conn
         .client()
-        .query(&stmt, &[&ids, &attempts, &results, &worker_id])
+        .query_one(&stmt, &[&ids, &attempts, &results, &worker_id])
         .await
         .db()?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    accepted.extend(row.get::<_, Vec<JobId>>(0));
+    Ok(accepted)
 }
 
 const JOBS_FAIL_MANY: &str = concat!(

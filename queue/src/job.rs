@@ -303,6 +303,9 @@ pub struct ClaimedJob {
     pub payload: Box<RawValue>,
     pub run_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// Where the claimed row version is: lets the completion find it
+    /// without an index lookup (a hint, see [`crate::tid`]).
+    pub ctid: crate::tid::Tid,
 }
 
 /// Everything known about one job, live or finished.

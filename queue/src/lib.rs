@@ -30,12 +30,13 @@ pub mod migrate;
 pub mod prune;
 pub mod queues;
 pub mod reaper;
-pub mod schedule;
 pub mod registry;
+pub mod schedule;
 pub mod schema;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tid;
 
 pub use admin::{Cancelled, job_cancel, job_retry, jobs_retry, jobs_retry_dead};
 pub use claim::jobs_claim;
@@ -55,3 +56,4 @@ pub use reaper::{Reaped, leases_reclaim_expired};
 pub use registry::{Heartbeat, WorkerInfo, worker_deregister, worker_heartbeat, worker_register};
 pub use schema::Schema;
 pub use stats::{Stats, stats_read};
+pub use tid::Tid;

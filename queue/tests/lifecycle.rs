@@ -29,6 +29,7 @@ fn done(job: &ClaimedJob) -> Completion {
         id: job.id,
         attempt: job.attempt,
         result: None,
+        ctid: Some(job.ctid),
     }
 }
 
@@ -79,6 +80,61 @@ async fn enqueue_claim_complete_records_once() {
     assert_eq!(job.worker.as_deref(), Some("w1"));
     let rest = jobs_claim(&conn, "default", 10, "w1").await.unwrap();
     assert_eq!(rest.len(), 2);
+}
+
+/// A completion finds its row by the address the claim returned; a row
+/// that moved since (progress, a cancel request) is found by id instead,
+/// and a stale address never completes another attempt or another job.
+#[tokio::test]
+async fn completion_of_a_moved_row_is_found_by_id() {
+    let t = TestDb::new().await;
+    let conn = registered(&t, "w1", Duration::from_secs(30)).await;
+    let jobs: Vec<NewJob> = (0..3).map(|_| NewJob::new("noop")).collect();
+    jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    let claimed = jobs_claim(&conn, "default", 3, "w1").await.unwrap();
+    // Progress rewrites the row: its address changes.
+    let progress = serde_json::value::RawValue::from_string("{\"step\": 1}".into()).unwrap();
+    assert!(
+        job_set_progress(&conn, "w1", claimed[1].id, claimed[1].attempt, &progress)
+            .await
+            .unwrap()
+    );
+    let batch: Vec<Completion> = claimed.iter().map(done).collect();
+    let mut accepted = jobs_complete_many(&conn, "w1", &batch).await.unwrap();
+    accepted.sort_unstable();
+    assert_eq!(accepted, claimed.iter().map(|j| j.id).collect::<Vec<_>>());
+    let job = job_get(conn.client(), &t.schema, claimed[1].id)
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.progress, Some(serde_json::json!({"step": 1})));
+
+    // A stale address pointing at another job's row completes nothing.
+    jobs_enqueue(conn.client(), &t.schema, &NewJob::new("noop"))
+        .await
+        .unwrap();
+    let next = jobs_claim(&conn, "default", 1, "w1").await.unwrap();
+    let wrong = Completion {
+        id: claimed[0].id,
+        attempt: claimed[0].attempt,
+        result: None,
+        ctid: Some(next[0].ctid),
+    };
+    assert!(
+        jobs_complete_many(&conn, "w1", &[wrong])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        job_get(conn.client(), &t.schema, next[0].id)
+            .await
+            .unwrap()
+            .state,
+        JobState::Running
+    );
 }
 
 #[tokio::test]

@@ -71,8 +71,10 @@ pub async fn run(
         if pending.is_empty() {
             continue;
         }
-        let ids: HashSet<JobId> = pending.iter().map(|r| r.id).collect();
-        write_progress(&shared, &mut progress, Some(&ids)).await;
+        if !progress.is_empty() {
+            let ids: HashSet<JobId> = pending.iter().map(|r| r.id).collect();
+            write_progress(&shared, &mut progress, Some(&ids)).await;
+        }
         match flush(&shared, &mut pending).await {
             Ok(()) => backoff.reset(),
             Err(e) => {
@@ -143,6 +145,7 @@ async fn flush(shared: &Shared, pending: &mut Vec<Report>) -> drove_queue::Resul
                 id: r.id,
                 attempt: r.attempt,
                 result: v.take(),
+                ctid: Some(r.ctid),
             }),
             _ => None,
         })
@@ -155,25 +158,28 @@ async fn flush(shared: &Shared, pending: &mut Vec<Report>) -> drove_queue::Resul
                 drove_queue::jobs_complete_many(&conn, me, batch).await
             })
             .await;
-        let accepted: HashSet<JobId> = match accepted {
-            Ok(a) => a.into_iter().collect(),
+        let accepted = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // Put the results back for the retry.
                 restore_results(pending, done_results(&done));
                 return Err(e);
             }
         };
+        // Usually every one was accepted: no set to build then.
+        let all = accepted.len() == done.len();
+        let accepted: HashSet<JobId> = if all {
+            HashSet::new()
+        } else {
+            accepted.into_iter().collect()
+        };
         settle(
             shared,
             pending,
             |o| matches!(o, Outcome::Succeeded(_)),
             |r| {
-                if accepted.contains(&r.id) {
-                    shared
-                        .metrics
-                        .succeeded
-                        .with_label_values(&[&r.queue, &r.kind])
-                        .inc();
+                if all || accepted.contains(&r.id) {
+                    r.meta.succeeded.inc();
                     tracing::debug!(job = r.id, "succeeded");
                 } else {
                     reject(shared, r, "success");
@@ -223,14 +229,20 @@ async fn flush(shared: &Shared, pending: &mut Vec<Report>) -> drove_queue::Resul
                         // nothing and the next try would be the slow poll.
                         let wait = (*run_at - chrono::Utc::now()).to_std().unwrap_or_default();
                         shared.due_at(std::time::Instant::now() + wait + DUE_SLACK);
-                        m.failed.with_label_values(&[&r.queue, &r.kind]).inc();
-                        m.retried.with_label_values(&[&r.queue, &r.kind]).inc();
-                        tracing::warn!(job = r.id, kind = %r.kind, attempt = r.attempt, error = %e, retry_at = %run_at, "job failed, will retry");
+                        m.failed
+                            .with_label_values(&[r.queue(), r.kind_label()])
+                            .inc();
+                        m.retried
+                            .with_label_values(&[r.queue(), r.kind_label()])
+                            .inc();
+                        tracing::warn!(job = r.id, kind = r.kind_label(), attempt = r.attempt, error = %e, retry_at = %run_at, "job failed, will retry");
                     }
                     Some(FailOutcome::Dead { .. }) => {
-                        m.failed.with_label_values(&[&r.queue, &r.kind]).inc();
-                        m.dead.with_label_values(&[&r.queue, &r.kind]).inc();
-                        tracing::error!(job = r.id, kind = %r.kind, attempt = r.attempt, error = %e, "job dead: no attempts left or not retryable");
+                        m.failed
+                            .with_label_values(&[r.queue(), r.kind_label()])
+                            .inc();
+                        m.dead.with_label_values(&[r.queue(), r.kind_label()]).inc();
+                        tracing::error!(job = r.id, kind = r.kind_label(), attempt = r.attempt, error = %e, "job dead: no attempts left or not retryable");
                     }
                     None => reject(shared, r, "failure"),
                 }
@@ -273,7 +285,7 @@ async fn flush(shared: &Shared, pending: &mut Vec<Report>) -> drove_queue::Resul
                     shared
                         .metrics
                         .cancelled
-                        .with_label_values(&[&r.queue, &r.kind])
+                        .with_label_values(&[r.queue(), r.kind_label()])
                         .inc();
                     tracing::info!(job = r.id, "cancelled while running");
                 }

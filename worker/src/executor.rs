@@ -1,19 +1,23 @@
-//! The executor: runs claimed jobs in slots, in the order they were claimed,
-//! each with its timeout and its cancellation, and reports every outcome to
-//! the completer. A job's future is dropped when it must stop (an `exec`
-//! job's process group is killed with it).
+//! The executor: one long-lived task per slot takes claimed jobs off the
+//! queue in claim order, runs each with its timeout and its cancellation,
+//! and reports every outcome to the completer. A job's future is dropped
+//! when it must stop (an `exec` job's process group is killed with it).
+//!
+//! Slots are tasks rather than a semaphore guarding a task per job: a job
+//! then costs no spawn, no task allocation and no permit.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use drove_queue::{ClaimedJob, JobId};
+use drove_queue::{JobId, Tid};
 use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::{Job, JobError, ProgressTx};
-use crate::state::{Held, Shared, StopReason};
+use crate::state::{Held, JobMeta, Shared, StopReason, Task};
 
 /// What became of one attempt, as the worker saw it.
 #[derive(Debug)]
@@ -27,81 +31,130 @@ pub enum Outcome {
 }
 
 /// An outcome on its way to the database.
-#[derive(Debug)]
 pub struct Report {
     pub id: JobId,
     pub attempt: i32,
-    pub queue: String,
-    /// Metric label: the kind, or `unknown` if this worker has no handler.
-    pub kind: String,
+    /// Where the claimed row is (see [`drove_queue::tid`]).
+    pub ctid: Tid,
+    /// Queue, kind and metric series of the job.
+    pub meta: Arc<JobMeta>,
     pub outcome: Outcome,
 }
 
-/// Runs jobs from `rx` until it closes or `stop` (no more starting) is
-/// cancelled; then releases what never started and waits for the running
-/// jobs (the caller stops those when the grace is over).
+impl Report {
+    /// The queue, for logs and metric labels.
+    pub fn queue(&self) -> &str {
+        &self.meta.queue
+    }
+
+    /// The `kind` metric label: the kind, or `unknown` without a handler.
+    pub fn kind_label(&self) -> &str {
+        &self.meta.label
+    }
+}
+
+/// Runs jobs from `rx` in the worker's slots until it closes or `stop` (no
+/// more starting) is cancelled; then releases what never started and waits
+/// for the running jobs (the caller stops those when the grace is over).
 pub async fn run(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<ClaimedJob>,
+    rx: mpsc::UnboundedReceiver<Task>,
     done: mpsc::UnboundedSender<Report>,
     progress: ProgressTx,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.settings.slots));
-    let tasks = TaskTracker::new();
-    loop {
-        let job = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            job = rx.recv() => match job { Some(j) => j, None => break },
-        };
-        let Some(held) = shared
-            .held
-            .lock()
-            .expect("held lock poisoned")
-            .get(&job.id)
-            .cloned()
-        else {
-            continue;
-        };
-        let permit = tokio::select! {
-            biased;
-            _ = held.cancel.cancelled() => {
-                let outcome = if held.reason() == StopReason::Cancel { Outcome::Cancelled } else { Outcome::Released };
-                report(&done, &shared, &job, outcome);
-                continue;
-            }
-            _ = stop.cancelled() => {
-                report(&done, &shared, &job, Outcome::Released);
-                break;
-            }
-            permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
-        };
-        let (shared, done, progress, slots) = (
+    let rx = Arc::new(Mutex::new(rx));
+    let slots = TaskTracker::new();
+    for _ in 0..shared.settings.slots {
+        slots.spawn(slot(
             shared.clone(),
+            rx.clone(),
             done.clone(),
             progress.clone(),
-            slots.clone(),
-        );
-        tasks.spawn(async move {
-            set_busy(&shared, &slots);
-            let outcome = run_one(&shared, &job, &held, progress).await;
-            drop(permit);
-            set_busy(&shared, &slots);
-            report(&done, &shared, &job, outcome);
-        });
+            stop.clone(),
+        ));
     }
+    slots.close();
+    slots.wait().await;
     // Jobs claimed but never started go back at once.
+    let mut rx = rx.lock().await;
     rx.close();
-    while let Ok(job) = rx.try_recv() {
-        report(&done, &shared, &job, Outcome::Released);
+    while let Ok(task) = rx.try_recv() {
+        report(&done, task, Outcome::Released);
     }
-    tasks.close();
-    tasks.wait().await;
 }
 
-fn set_busy(shared: &Shared, slots: &Semaphore) {
-    let busy = shared.settings.slots - slots.available_permits();
+/// One slot: takes the next job, runs it, reports it; until `stop`.
+async fn slot(
+    shared: Arc<Shared>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Task>>>,
+    done: mpsc::UnboundedSender<Report>,
+    progress: ProgressTx,
+    stop: CancellationToken,
+) {
+    loop {
+        let task = {
+            let mut rx = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                rx = rx.lock() => rx,
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                task = rx.recv() => match task {
+                    Some(t) => t,
+                    None => return,
+                },
+            }
+        };
+        if task.held.cancel.is_cancelled() {
+            // Stopped while it waited for a slot.
+            let outcome = if task.held.reason() == StopReason::Cancel {
+                Outcome::Cancelled
+            } else {
+                Outcome::Released
+            };
+            report(&done, task, outcome);
+            continue;
+        }
+        set_busy(&shared, 1);
+        let Task {
+            id,
+            attempt,
+            ctid,
+            timeout_ms,
+            payload,
+            held,
+            meta,
+        } = task;
+        let ctx = Job {
+            id,
+            queue: meta.queue.clone(),
+            kind: meta.kind.clone(),
+            attempt,
+            payload,
+            cancel: held.cancel.clone(),
+            progress_tx: Some(progress.clone()),
+        };
+        let outcome = run_one(&shared, ctx, &held, &meta, timeout_ms).await;
+        set_busy(&shared, -1);
+        let _ = done.send(Report {
+            id,
+            attempt,
+            ctid,
+            meta,
+            outcome,
+        });
+    }
+}
+
+fn set_busy(shared: &Shared, delta: isize) {
+    let busy = if delta > 0 {
+        shared.busy.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        shared.busy.fetch_sub(1, Ordering::Relaxed) - 1
+    };
     shared.metrics.busy.set(busy as i64);
     shared
         .metrics
@@ -109,54 +162,36 @@ fn set_busy(shared: &Shared, slots: &Semaphore) {
         .set(busy as f64 / shared.settings.slots as f64);
 }
 
-fn kind_label(shared: &Shared, kind: &str) -> String {
-    if shared.handlers.get(kind).is_some() {
-        kind.to_string()
-    } else {
-        "unknown".to_string()
-    }
-}
-
-fn report(
-    done: &mpsc::UnboundedSender<Report>,
-    shared: &Shared,
-    job: &ClaimedJob,
-    outcome: Outcome,
-) {
+fn report(done: &mpsc::UnboundedSender<Report>, task: Task, outcome: Outcome) {
     // The completer outlives the executor, so the channel is open.
     let _ = done.send(Report {
-        id: job.id,
-        attempt: job.attempt,
-        queue: job.queue.clone(),
-        kind: kind_label(shared, &job.kind),
+        id: task.id,
+        attempt: task.attempt,
+        ctid: task.ctid,
+        meta: task.meta,
         outcome,
     });
 }
 
-async fn run_one(shared: &Shared, job: &ClaimedJob, held: &Held, progress: ProgressTx) -> Outcome {
-    let Some(handler) = shared.handlers.get(&job.kind) else {
+async fn run_one(
+    shared: &Shared,
+    ctx: Job,
+    held: &Held,
+    meta: &JobMeta,
+    timeout_ms: Option<i32>,
+) -> Outcome {
+    let Some(handler) = &meta.handler else {
         let kinds: Vec<&str> = shared.handlers.kinds().collect();
         return Outcome::Failed(JobError::retry(format!(
             "no handler for job kind {:?} on worker {} (version {}; it runs: {})",
-            job.kind,
+            &*meta.kind,
             shared.me.id,
             shared.me.version,
             kinds.join(", ")
         )));
     };
-    let timeout = job
-        .timeout_ms
-        .map(|ms| Duration::from_millis(ms.max(0) as u64));
-    let ctx = Job {
-        id: job.id,
-        queue: job.queue.clone(),
-        kind: job.kind.clone(),
-        attempt: job.attempt,
-        payload: job.payload.clone(),
-        cancel: held.cancel.clone(),
-        progress_tx: Some(progress),
-    };
-    tracing::debug!(job = job.id, kind = %job.kind, attempt = job.attempt, "started");
+    let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.max(0) as u64));
+    tracing::debug!(job = ctx.id, kind = %meta.kind, attempt = ctx.attempt, "started");
     let started = Instant::now();
     let deadline = async {
         match timeout {
@@ -181,11 +216,7 @@ async fn run_one(shared: &Shared, job: &ClaimedJob, held: &Held, progress: Progr
     };
     let elapsed = started.elapsed();
     shared.observe_run(elapsed);
-    shared
-        .metrics
-        .run_seconds
-        .with_label_values(&[&job.queue, &kind_label(shared, &job.kind)])
-        .observe(elapsed.as_secs_f64());
+    meta.run_seconds.observe(elapsed.as_secs_f64());
     // A job stopped from outside is recorded by why it was stopped, unless it
     // managed to succeed first.
     match (held.reason(), outcome) {

@@ -10,19 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drove_queue::ClaimedJob;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{Held, Loop, Shared};
+use crate::state::{Held, JobMeta, Loop, Shared, Task};
 
 /// Runs until `stop` is cancelled. Jobs go to the executor through `tx`.
-pub async fn run(
-    shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<ClaimedJob>,
-    stop: CancellationToken,
-) {
+pub async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Task>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
     // Set when the last claim filled its limit: more jobs are probably due.
     let mut more = true;
@@ -88,7 +83,7 @@ pub async fn run(
 /// queue had more due jobs than were taken.
 async fn claim_round(
     shared: &Shared,
-    tx: &mpsc::UnboundedSender<ClaimedJob>,
+    tx: &mpsc::UnboundedSender<Task>,
     mut free: usize,
 ) -> drove_queue::Result<bool> {
     let mut filled = false;
@@ -118,17 +113,37 @@ async fn claim_round(
             .inc_by(jobs.len() as u64);
         filled |= jobs.len() as i64 == limit;
         free -= jobs.len();
+        // Kinds resolved once per run of equal kinds, not per job.
+        let mut meta: Option<Arc<JobMeta>> = None;
+        let tasks: Vec<Task> = jobs
+            .into_iter()
+            .map(|job| {
+                let m = match &meta {
+                    Some(m) if *m.kind == *job.kind => m.clone(),
+                    _ => meta.insert(shared.job_meta(queue, &job.kind)).clone(),
+                };
+                tracing::debug!(job = job.id, kind = %job.kind, attempt = job.attempt, "claimed");
+                Task {
+                    id: job.id,
+                    attempt: job.attempt,
+                    ctid: job.ctid,
+                    timeout_ms: job.timeout_ms,
+                    payload: job.payload,
+                    held: Arc::new(Held::new(job.attempt)),
+                    meta: m,
+                }
+            })
+            .collect();
         {
             let mut held = shared.held.lock().expect("held lock poisoned");
-            for job in &jobs {
-                held.insert(job.id, Arc::new(Held::new(job.attempt)));
+            for t in &tasks {
+                held.insert(t.id, t.held.clone());
             }
             shared.metrics.in_flight.set(held.len() as i64);
         }
-        for job in jobs {
-            tracing::debug!(job = job.id, kind = %job.kind, attempt = job.attempt, "claimed");
+        for task in tasks {
             // The executor outlives the fetcher, so the channel is open.
-            let _ = tx.send(job);
+            let _ = tx.send(task);
         }
     }
     Ok(filled)

@@ -97,8 +97,8 @@ pub(crate) type ProgressTx = mpsc::UnboundedSender<(JobId, i32, Box<RawValue>)>;
 /// A job as a handler sees it.
 pub struct Job {
     pub id: JobId,
-    pub queue: String,
-    pub kind: String,
+    pub queue: Arc<str>,
+    pub kind: Arc<str>,
     /// 1 on the first run.
     pub attempt: i32,
     /// The payload as enqueued (JSON text, not re-encoded).

@@ -1,18 +1,54 @@
 //! State shared by the worker's tasks: the jobs it holds, its health flags,
-//! and the run-time estimate that sizes prefetching.
+//! the run-time estimate that sizes prefetching, and what each job kind
+//! needs at run time (handler, metric handles), resolved once per kind.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drove_queue::{JobId, Schema, WorkerInfo};
+use drove_queue::{JobId, Schema, Tid, WorkerInfo};
+use prometheus::{Histogram, IntCounter};
+use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::Handlers;
+use crate::handler::{Handler, Handlers};
 use crate::link::Link;
 use crate::metrics::Metrics;
+
+/// A map keyed by job id. Ids are database sequence numbers, not chosen by
+/// an attacker, so the hot path uses the Fx hash instead of std's SipHash
+/// (built to resist hash flooding, and slower).
+pub type IdMap<V> = rustc_hash::FxHashMap<JobId, V>;
+
+/// What running and recording jobs of one (queue, kind) needs, resolved
+/// once instead of per job: the handler, and the metric series.
+pub struct JobMeta {
+    pub queue: Arc<str>,
+    pub kind: Arc<str>,
+    /// None if this worker has no handler for the kind.
+    pub handler: Option<Arc<dyn Handler>>,
+    /// The `kind` metric label: the kind, or `unknown` without a handler
+    /// (so producers cannot blow up the metrics' cardinality).
+    pub label: Arc<str>,
+    pub run_seconds: Histogram,
+    pub succeeded: IntCounter,
+}
+
+/// (queue, kind)
+type KindKey = (Arc<str>, Arc<str>);
+
+/// A claimed job on its way to a slot.
+pub struct Task {
+    pub id: JobId,
+    pub attempt: i32,
+    pub ctid: Tid,
+    pub timeout_ms: Option<i32>,
+    pub payload: Box<RawValue>,
+    pub held: Arc<Held>,
+    pub meta: Arc<JobMeta>,
+}
 
 /// Why a job's token was cancelled, which decides how it is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +144,10 @@ pub struct Shared {
     pub main_link: Link,
     /// Outcomes and progress.
     pub done_link: Link,
-    pub held: Mutex<HashMap<JobId, std::sync::Arc<Held>>>,
+    pub held: Mutex<IdMap<Arc<Held>>>,
+    /// Slots running a job now.
+    pub busy: AtomicUsize,
+    kinds: Mutex<HashMap<KindKey, Arc<JobMeta>>>,
     /// Wakes the fetcher: jobs announced, or lease regained.
     pub wake: Notify,
     /// Tells the fetcher that recorded outcomes freed capacity.
@@ -152,7 +191,9 @@ impl Shared {
             metrics,
             main_link,
             done_link,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(IdMap::default()),
+            busy: AtomicUsize::new(0),
+            kinds: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             freed: Notify::new(),
             fenced: AtomicBool::new(false),
@@ -215,6 +256,36 @@ impl Shared {
         if next.is_none_or(|n| at < n) {
             *next = Some(at);
         }
+    }
+
+    /// The handler and metric series of jobs of `kind` on `queue`.
+    pub fn job_meta(&self, queue: &str, kind: &str) -> Arc<JobMeta> {
+        let mut kinds = self.kinds.lock().expect("kinds lock poisoned");
+        let key: KindKey = (queue.into(), kind.into());
+        if let Some(m) = kinds.get(&key) {
+            return m.clone();
+        }
+        // Producers may send any number of unknown kinds: stay bounded.
+        if kinds.len() >= 1024 {
+            kinds.clear();
+        }
+        let handler = self.handlers.get(kind);
+        let label: Arc<str> = if handler.is_some() {
+            key.1.clone()
+        } else {
+            "unknown".into()
+        };
+        let labels = [queue, &*label];
+        let meta = Arc::new(JobMeta {
+            queue: key.0.clone(),
+            kind: key.1.clone(),
+            handler,
+            run_seconds: self.metrics.run_seconds.with_label_values(&labels),
+            succeeded: self.metrics.succeeded.with_label_values(&labels),
+            label,
+        });
+        kinds.insert(key, meta.clone());
+        meta
     }
 
     /// Takes the earliest known due time.

@@ -6,7 +6,12 @@
 //!   processes (the workload Postgres queues are compared on);
 //! - [`raw`]: the same claim-and-complete in bare SQL, the physical limit;
 //! - [`enqueue`]: bulk enqueue throughput and single-job enqueue latency;
-//! - [`latency`]: enqueue-to-start latency with idle workers.
+//! - [`latency`]: enqueue-to-start latency with idle workers;
+//! - [`idle`]: what idle workers cost the database (connections,
+//!   statements/s, server CPU for a fleet of simulated workers);
+//! - [`footprint`]: worker memory idle and under load, start-to-ready time;
+//! - [`sustained`]: a long run through two workers with pruning, for
+//!   throughput stability, table sizes and dead tuples.
 //!
 //! It runs on a throwaway PostgreSQL it starts itself, or on
 //! `--database-url`, where it works only in a schema of its own (see
@@ -15,9 +20,12 @@
 
 pub mod drain;
 pub mod enqueue;
+pub mod footprint;
+pub mod idle;
 pub mod latency;
 pub mod raw;
 pub mod report;
+pub mod sustained;
 pub mod sys;
 pub mod target;
 pub mod workers;
@@ -39,6 +47,9 @@ pub enum Workload {
     Raw,
     Enqueue,
     Latency,
+    Idle,
+    Footprint,
+    Sustained,
     /// Every workload above.
     All,
 }
@@ -95,6 +106,22 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200.0)]
     latency_rate: f64,
 
+    /// How long idle workers are observed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_time: std::time::Duration,
+
+    /// Simulated idle workers (embedded in this process) for the fleet cost; 0 skips it.
+    #[arg(long, default_value_t = 200)]
+    fleet: usize,
+
+    /// Jobs of the sustained run.
+    #[arg(long, default_value_t = 1_000_000)]
+    sustained_jobs: u64,
+
+    /// Worker processes of the sustained run.
+    #[arg(long, default_value_t = 2)]
+    sustained_workers: usize,
+
     /// The drove-worker binary [default: next to this drove binary].
     #[arg(long)]
     worker_bin: Option<PathBuf>,
@@ -139,7 +166,11 @@ pub async fn run(db: &DbArgs, args: BenchArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.latency_rate > 0.0, "--latency-rate must be positive");
     let plan = args.plan();
     let needs = Needs {
-        max_connections: 300,
+        max_connections: if plan.contains(&Workload::Idle) {
+            (args.fleet * 3 + 50).max(300) as u32
+        } else {
+            300
+        },
     };
     let target = Target::open(db, &needs).await?;
     let mut report = Report::new(args.json);
@@ -195,6 +226,30 @@ async fn run_plan(
                         )
                         .await?,
                     );
+                }
+                Workload::Idle => {
+                    for f in idle::run(t, &spawner, args.idle_time, args.fleet, run).await? {
+                        report.add(f);
+                    }
+                }
+                Workload::Footprint => {
+                    for f in footprint::run(t, &spawner, args.jobs, run).await? {
+                        report.add(f);
+                    }
+                }
+                Workload::Sustained => {
+                    let figs = sustained::run(
+                        t,
+                        &spawner,
+                        args.sustained_jobs,
+                        args.sustained_workers,
+                        &configs[0],
+                        run,
+                    )
+                    .await?;
+                    for f in figs {
+                        report.add(f);
+                    }
                 }
                 Workload::All => unreachable!("expanded by plan()"),
             }

@@ -211,13 +211,19 @@ impl Report {
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                vec![
-                    get("label"),
-                    get("runs"),
-                    get("jobs_per_s"),
-                    format!("{}-{}", get("min_jobs_per_s"), get("max_jobs_per_s")),
-                    details(&rest),
-                ]
+                let rate = s
+                    .get("max_jobs_per_s")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                let (median, range) = if rate > 0.0 {
+                    (
+                        get("jobs_per_s"),
+                        format!("{}-{}", get("min_jobs_per_s"), get("max_jobs_per_s")),
+                    )
+                } else {
+                    ("-".to_string(), "-".to_string())
+                };
+                vec![get("label"), get("runs"), median, range, details(&rest)]
             })
             .collect();
         print!(
