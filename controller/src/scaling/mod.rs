@@ -3,6 +3,7 @@
 //! [`gcp_metric`], [`gcp_mig`], [`local`] (or `docker`, the MIG simulation).
 
 pub mod backend;
+pub mod docker;
 pub mod gcp;
 pub mod gcp_metric;
 pub mod gcp_mig;
@@ -99,6 +100,8 @@ pub struct ScalingArgs {
     /// local: write each worker's log in this directory.
     #[arg(long, env = "DROVE_LOCAL_LOG_DIR")]
     pub local_log_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub docker: docker::DockerArgs,
 }
 
 impl ScalingArgs {
@@ -131,7 +134,7 @@ impl ScalingArgs {
     }
 
     /// Builds the chosen backend. `worker_env` is the environment (database
-    /// URL, schema) the local backend passes on to its workers.
+    /// URL, schema) the local and docker backends pass on to their workers.
     pub async fn backend(
         &self,
         worker_env: &[(String, String)],
@@ -197,13 +200,7 @@ impl ScalingArgs {
                     stop_timeout: Duration::from_secs(35),
                 })))
             }
-            ScalerKind::Docker => {
-                return Err(BackendError::new(
-                    "docker",
-                    "the docker backend is not built into this binary yet",
-                    false,
-                ));
-            }
+            ScalerKind::Docker => Some(Arc::new(self.docker.backend(worker_env)?)),
         })
     }
 }

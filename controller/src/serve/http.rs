@@ -4,6 +4,7 @@
 //! - `/readyz`: the database answers and the schema is at this build's version.
 //! - `/metrics`: Prometheus text format, from cached statistics.
 //! - `/v1/...`: the JSON API, bearer-token auth; `/v1/openapi.json` is public.
+//!   With `--scaler docker`, `/v1/group` and `/v1/group/rolling-update` too.
 //!
 //! Every request has a body limit and a time limit, a panic in a handler
 //! becomes a 500, and request metrics are labelled by route template.
@@ -26,7 +27,9 @@ use super::{api, auth};
 /// Requests taking longer than this get a 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn router(state: AppState, max_body: usize) -> Router {
+/// The whole HTTP surface. `extra_v1` are routes a scaling backend adds
+/// under `/v1`, behind the same authentication (the docker group's API).
+pub fn router(state: AppState, max_body: usize, extra_v1: Option<Router<AppState>>) -> Router {
     let v1 = Router::new()
         .route("/jobs", post(api::enqueue).get(api::list_jobs))
         .route("/jobs/batch", post(api::enqueue_batch))
@@ -48,6 +51,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/history", get(api::history))
         .route("/cron", get(api::list_cron))
         .route("/cron/{name}", put(api::put_cron).delete(api::delete_cron))
+        .merge(extra_v1.unwrap_or_default())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .route("/openapi.json", get(api::openapi));
     Router::new()

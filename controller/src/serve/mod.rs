@@ -29,8 +29,9 @@ use crate::maintenance::reaper::{Reaper, ReaperConfig};
 use crate::maintenance::run_loop;
 use crate::maintenance::scheduler::{Scheduler, SchedulerConfig};
 use crate::maintenance::stats::{StatsCache, StatsConfig, StatsRefresher};
-use crate::scaling::ScalingArgs;
+use crate::scaling::backend::Backend;
 use crate::scaling::scaler::{Scaler, ScalingStatus};
+use crate::scaling::{ScalerKind, ScalingArgs};
 use auth::Token;
 use metrics::ControllerMetrics;
 use state::{AppState, Inner};
@@ -110,11 +111,25 @@ pub async fn run(db: &DbArgs, args: ServeArgs, shutdown: CancellationToken) -> R
         ),
         ("DROVE_SCHEMA".to_string(), schema.name().to_string()),
     ];
-    let backend = args
-        .scaling
-        .backend(&worker_env)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The docker backend is kept typed too: its group API is mounted under /v1.
+    let (backend, group) = match args.scaling.scaler {
+        ScalerKind::Docker => {
+            let group = Arc::new(
+                args.scaling
+                    .docker
+                    .backend(&worker_env)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+            (Some(group.clone() as Arc<dyn Backend>), Some(group))
+        }
+        _ => (
+            args.scaling
+                .backend(&worker_env)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            None,
+        ),
+    };
 
     // The database must answer and the schema be current before serving.
     let mut conn = connect_with_retry(&config, &schema, &shutdown).await?;
@@ -249,7 +264,8 @@ pub async fn run(db: &DbArgs, args: ServeArgs, shutdown: CancellationToken) -> R
             loops.2.clone(),
         ));
     }
-    let app = http::router(state, args.max_body);
+    let extra_v1 = group.map(crate::scaling::docker::routes);
+    let app = http::router(state, args.max_body, extra_v1);
     {
         let stop = stop.clone();
         tasks.spawn(async move {
