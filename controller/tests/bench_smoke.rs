@@ -17,6 +17,7 @@ fn bench_runs_every_default_workload_to_completion() {
     let out = Command::new(drove_bin())
         .args(["--database-url", &url, "--schema", &schema])
         .args(["bench", "--json", "--jobs", "3000", "--runs", "1"])
+        .args(["--batch", "100,1000"])
         .args([
             "--single-jobs",
             "50",
@@ -60,6 +61,19 @@ fn bench_runs_every_default_workload_to_completion() {
     assert!(figure("latency").get("p99_ms").is_some());
     assert!(figure("enqueue_one").get("p50_ms").is_some());
     assert!(lines.iter().any(|l| l["workload"] == "environment"));
+    // One raw figure per batch size, and drain's ratio to the best of them.
+    let raw_batches: Vec<i64> = lines
+        .iter()
+        .filter(|l| l["workload"] == "raw" && l.get("summary").is_none())
+        .filter_map(|l| l["batch"].as_i64())
+        .collect();
+    assert_eq!(raw_batches, [100, 1000], "{stdout}");
+    let drain_summary = lines
+        .iter()
+        .find(|l| l["workload"] == "drain" && l.get("summary").is_some())
+        .unwrap_or_else(|| panic!("no drain summary in:\n{stdout}"));
+    let ratio = drain_summary["ratio_to_raw"].as_f64().unwrap_or(0.0);
+    assert!(ratio > 0.0, "{drain_summary}");
 
     // The bench dropped the schema it created.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -87,8 +87,10 @@ pub struct BenchArgs {
     runs: usize,
 
     /// Rows per claim for raw [default: the worker's --max-batch default].
-    #[arg(long)]
-    batch: Option<i64>,
+    /// Repeat (or separate with commas) to measure several batch sizes in
+    /// the same runs; drain's ratio is taken against the best of them.
+    #[arg(long, value_delimiter = ',')]
+    batch: Vec<i64>,
 
     /// Connections claiming and deleting side by side in raw.
     #[arg(long, default_value_t = 2)]
@@ -164,6 +166,10 @@ pub async fn run(db: &DbArgs, args: BenchArgs) -> Result<ExitCode> {
         "--jobs and --workers must be at least 1"
     );
     anyhow::ensure!(args.latency_rate > 0.0, "--latency-rate must be positive");
+    anyhow::ensure!(
+        args.batch.iter().all(|b| *b >= 1),
+        "--batch must be at least 1"
+    );
     let plan = args.plan();
     let needs = Needs {
         max_connections: if plan.contains(&Workload::Idle) {
@@ -192,9 +198,11 @@ async fn run_plan(
     env.extend(t.settings().await?);
     report.environment(&env);
     let spawner = Spawner::new(args.worker_bin.clone(), &t.url, t.schema.name())?;
-    let batch = args
-        .batch
-        .unwrap_or(drove_worker::config::DEFAULT_MAX_BATCH);
+    let batches = if args.batch.is_empty() {
+        vec![drove_worker::config::DEFAULT_MAX_BATCH]
+    } else {
+        args.batch.clone()
+    };
     let configs = args.configs();
     for run in 1..=args.runs {
         for w in plan {
@@ -206,7 +214,9 @@ async fn run_plan(
                     }
                 }
                 Workload::Raw => {
-                    report.add(raw::run(t, args.jobs, batch, args.raw_connections, run).await?);
+                    for &batch in &batches {
+                        report.add(raw::run(t, args.jobs, batch, args.raw_connections, run).await?);
+                    }
                 }
                 Workload::Enqueue => {
                     for f in enqueue::run(t, args.jobs, args.single_jobs, run).await? {

@@ -98,8 +98,10 @@ pub async fn run(
         total == jobs,
         "raw: {total} of {jobs} rows claimed and deleted"
     );
-    Ok(Figure::new("raw", run, jobs, connections, seconds)
+    let mut f = Figure::new("raw", run, jobs, connections, seconds)
         .with_f("db_cpu_us_per_job", db_cpu)
         .with("batch", batch)
-        .with("connections", connections))
+        .with("connections", connections);
+    f.variant = Some(format!("batch {batch}"));
+    Ok(f)
 }

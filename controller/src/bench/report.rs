@@ -18,6 +18,10 @@ pub struct Figure {
     /// Worker flags of this measurement ("" = defaults).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_args: Option<String>,
+    /// What else tells this measurement apart from others of its workload
+    /// (raw's batch size); part of the label, not of the JSON line.
+    #[serde(skip)]
+    pub variant: Option<String>,
     pub run: usize,
     pub jobs: u64,
     pub workers: usize,
@@ -39,6 +43,7 @@ impl Figure {
         Figure {
             workload,
             worker_args: None,
+            variant: None,
             run,
             jobs,
             workers,
@@ -68,6 +73,9 @@ impl Figure {
 
     /// The row label: workload plus the worker flags, if any.
     pub fn label(&self) -> String {
+        if let Some(v) = &self.variant {
+            return format!("{} ({v})", self.workload);
+        }
         match self.worker_args.as_deref() {
             None => self.workload.to_string(),
             Some("") => format!("{} (defaults)", self.workload),
@@ -254,12 +262,12 @@ impl Report {
             }
             groups.entry(label).or_default().push(f);
         }
-        let raw_by_run: BTreeMap<usize, f64> = self
-            .figures
-            .iter()
-            .filter(|f| f.workload == "raw")
-            .map(|f| (f.run, f.jobs_per_s))
-            .collect();
+        // The bare-SQL limit of each run: the best raw batch size measured in it.
+        let mut raw_by_run: BTreeMap<usize, f64> = BTreeMap::new();
+        for f in self.figures.iter().filter(|f| f.workload == "raw") {
+            let best = raw_by_run.entry(f.run).or_insert(0.0);
+            *best = best.max(f.jobs_per_s);
+        }
         let mut best_drain: Option<(String, f64)> = None;
         let mut out = Vec::new();
         for label in order {
