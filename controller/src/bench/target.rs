@@ -188,10 +188,12 @@ async fn start_throwaway(needs: &Needs) -> Result<PgTemp> {
 }
 
 /// pg_stat_statements' library next to the server binaries, if installed.
+/// The binaries found on PATH may be symlinks (Debian puts them in
+/// /usr/local/bin or /usr/bin): the library is next to their targets.
 fn statements_library() -> Option<PathBuf> {
-    let lib = crate::pgtemp::find_bindir()?
-        .parent()?
-        .join("lib/pg_stat_statements.so");
+    let initdb = crate::pgtemp::find_bindir()?.join("initdb");
+    let bindir = std::fs::canonicalize(initdb).ok()?.parent()?.to_path_buf();
+    let lib = bindir.parent()?.join("lib/pg_stat_statements.so");
     lib.is_file().then_some(lib)
 }
 
