@@ -26,6 +26,8 @@ pub struct Drained {
     pub seconds: f64,
     /// CPU time of the database server while draining, if it runs here.
     pub db_cpu_s: Option<f64>,
+    /// WAL written while draining, in bytes (the whole server's).
+    pub wal_bytes: f64,
     /// CPU time of all the workers.
     pub worker_cpu_s: f64,
     /// Largest resident set of each worker while draining, in kB.
@@ -48,6 +50,7 @@ pub async fn run(
     let per_job = |s: f64| s * 1e6 / jobs as f64;
     let mut f = Figure::new("drain", run, jobs, workers, d.seconds)
         .with_f("db_cpu_us_per_job", d.db_cpu_s.map(per_job))
+        .with_f("wal_bytes_per_job", Some(d.wal_bytes / jobs as f64))
         .with_f("worker_cpu_us_per_job", Some(per_job(d.worker_cpu_s)))
         .with_f(
             "peak_rss_mb",
@@ -69,7 +72,11 @@ pub async fn drain(
 ) -> Result<Drained> {
     let argv: Vec<String> = args.split_whitespace().map(str::to_string).collect();
     let c = t.conn.client();
-    let started_db: DateTime<Utc> = c.query_one("SELECT clock_timestamp()", &[]).await?.get(0);
+    let row = c
+        .query_one("SELECT clock_timestamp(), pg_current_wal_lsn()::text", &[])
+        .await?;
+    let started_db: DateTime<Utc> = row.get(0);
+    let lsn0: String = row.get(1);
     let db_cpu0 = t.server.map(|s| s.cpu_seconds());
     let mut procs: Vec<WorkerProc> = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -89,6 +96,13 @@ pub async fn drain(
     let stopped = stop_all(procs).await;
     let (peak_rss_kb, max_connections) = watched?;
     stopped?;
+    let wal_bytes: f64 = c
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&lsn0],
+        )
+        .await?
+        .get(0);
 
     let row = c
         .query_one(
@@ -112,6 +126,7 @@ pub async fn drain(
     Ok(Drained {
         seconds,
         db_cpu_s,
+        wal_bytes,
         worker_cpu_s,
         peak_rss_kb,
         max_connections,

@@ -1,6 +1,11 @@
 //! enqueue: bulk enqueue throughput (no-op jobs through drove's batch
 //! enqueue, in chunks), and the latency of enqueueing one job at a time
 //! (each its own transaction, so each waits for its commit).
+//!
+//! A durable commit costs a WAL flush, which on a shared disk dominates
+//! the single-job latency. So the single enqueues alternate with the floor
+//! measured in the same run: a one-row insert into a bare table, also its
+//! own transaction (`commit_floor`, p50/p99).
 
 use std::time::{Duration, Instant};
 
@@ -15,33 +20,74 @@ pub const CHUNK: usize = 10_000;
 
 pub async fn run(t: &Target, jobs: u64, singles: u64, run: usize) -> Result<Vec<Figure>> {
     t.reset().await?;
+    let cpu0 = t.server.map(|s| s.cpu_seconds());
+    let lsn0: String = t
+        .conn
+        .client()
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
     let took = noop_bulk(t, jobs, true).await?;
-    let bulk = Figure::new("enqueue", run, jobs, 0, took.as_secs_f64()).with("chunk", CHUNK);
+    let wal: f64 = t
+        .conn
+        .client()
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&lsn0],
+        )
+        .await?
+        .get(0);
+    let db_cpu = t
+        .server
+        .map(|s| s.cpu_seconds())
+        .zip(cpu0)
+        .map(|(b, a)| (b - a) * 1e6 / jobs as f64);
+    let bulk = Figure::new("enqueue", run, jobs, 0, took.as_secs_f64())
+        .with("chunk", CHUNK)
+        .with_f("db_cpu_us_per_job", db_cpu)
+        .with_f("wal_bytes_per_job", Some(wal / jobs as f64));
 
     t.reset().await?;
+    let c = t.conn.client();
+    c.batch_execute(&t.schema.sql(FLOOR_SETUP)).await?;
+    let floor_insert = t.conn.prepared(FLOOR_INSERT).await?;
     let job = NewJob::new("noop");
     let progress = bar(singles, "enqueue 1 by 1");
     let mut lat = Vec::with_capacity(singles as usize);
-    let started = Instant::now();
+    let mut floor = Vec::with_capacity(singles as usize);
+    let mut enqueueing = Duration::ZERO;
     for _ in 0..singles {
         let t0 = Instant::now();
-        drove_queue::jobs_enqueue(t.conn.client(), &t.schema, &job).await?;
-        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        drove_queue::jobs_enqueue(c, &t.schema, &job).await?;
+        let took = t0.elapsed();
+        enqueueing += took;
+        lat.push(took.as_secs_f64() * 1000.0);
+        let t0 = Instant::now();
+        c.execute(&floor_insert, &[]).await?;
+        floor.push(t0.elapsed().as_secs_f64() * 1000.0);
         progress.inc(1);
     }
     progress.finish_and_clear();
-    let single = Figure::new(
-        "enqueue_one",
-        run,
-        singles,
-        0,
-        started.elapsed().as_secs_f64(),
-    )
-    .with_f("p50_ms", percentile(&mut lat, 0.50))
-    .with_f("p99_ms", percentile(&mut lat, 0.99));
+    c.batch_execute(&t.schema.sql("DROP TABLE {s}.bench_commit"))
+        .await?;
+    let p50 = percentile(&mut lat, 0.50);
+    let floor50 = percentile(&mut floor, 0.50);
+    let single = Figure::new("enqueue_one", run, singles, 0, enqueueing.as_secs_f64())
+        .with_f("p50_ms", p50)
+        .with_f("p99_ms", percentile(&mut lat, 0.99))
+        .with_f("commit_floor_p50_ms", floor50)
+        .with_f("commit_floor_p99_ms", percentile(&mut floor, 0.99))
+        .with_f("p50_over_floor_ms", p50.zip(floor50).map(|(a, b)| a - b));
     t.reset().await?;
     Ok(vec![bulk, single])
 }
+
+/// A bare table for the commit floor.
+const FLOOR_SETUP: &str = "DROP TABLE IF EXISTS {s}.bench_commit;
+CREATE TABLE {s}.bench_commit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())";
+
+/// One durable row, its own transaction.
+const FLOOR_INSERT: &str = "INSERT INTO {s}.bench_commit DEFAULT VALUES";
 
 /// Enqueues `n` no-op jobs in bulk, `CHUNK` per statement; returns the time taken.
 pub async fn noop_bulk(t: &Target, n: u64, show: bool) -> Result<Duration> {

@@ -103,6 +103,12 @@ pub async fn run(
         .with_f("first_100k_jobs_per_s", Some(first_rate))
         .with_f("last_100k_jobs_per_s", Some(last_rate))
         .with_f("last_to_first", Some(last_rate / first_rate))
+        // The first window runs before any job is old enough to prune; the
+        // second is the first with the pruner deleting as fast as jobs finish.
+        .with_f(
+            "last_to_second",
+            rates.get(1).map(|second| last_rate / second),
+        )
         .with(
             "per_100k_jobs_per_s",
             rates.iter().map(|r| r.round()).collect::<Vec<f64>>(),
