@@ -104,13 +104,18 @@ WITH pending AS (
     RETURNING id, lease_owner
 ), told AS (
     SELECT count(pg_notify('{cancel_chan}', lease_owner || ' ' || id)) AS n FROM running
+), dead AS (
+    -- Cancelling a dead job settles it: later jobs of its ordering key stop
+    -- waiting for it.
+    UPDATE {s}.jobs_done SET state = 'cancelled' WHERE id = $1 AND state = 'dead' RETURNING id
 )
-SELECT (SELECT count(*) FROM buried), (SELECT count(*) FROM running), (SELECT n FROM told)";
+SELECT (SELECT count(*) FROM buried) + (SELECT count(*) FROM dead), (SELECT count(*) FROM running),
+       (SELECT n FROM told)";
 
 /// What a cancel did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
-    /// It was waiting: it is `cancelled` now.
+    /// It was waiting (or dead): it is `cancelled` now.
     Now,
     /// It is running: its worker was told to stop it and will record it
     /// `cancelled` within seconds.
@@ -142,7 +147,7 @@ pub async fn job_cancel(
         needs: if job.state == JobState::Cancelled {
             "a job not already cancelled"
         } else {
-            "available or running"
+            "available, running or dead"
         },
     })
 }

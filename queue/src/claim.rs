@@ -25,7 +25,14 @@ use crate::conn::Conn;
 use crate::error::{DbResultExt, Result};
 use crate::job::ClaimedJob;
 
-/// The outer guard compares `state` as text on purpose: written as
+/// The fast path, for queues without fleet-wide limits. Ordering keys: a
+/// job with a key is taken only when no earlier live job of its key exists
+/// (waiting, retrying or running), and, unless the queue skips past dead
+/// jobs, no earlier dead one. Jobs without a key pay one NULL test. A
+/// limited queue claims nothing here and gets one marker row back (id NULL)
+/// telling the caller to use [`JOBS_CLAIM_LIMITED`].
+///
+/// The update's guard compares `state` as text on purpose: written as
 /// `j.state = 'available'` it matches the claim index's predicate, and when
 /// the statistics make `jobs` look nearly empty the planner then finds the
 /// picked rows by walking the whole claim index, filtering on ctid, instead
@@ -37,55 +44,132 @@ use crate::job::ClaimedJob;
 const JOBS_CLAIM: &str = "
 WITH me AS (
     SELECT id FROM {s}.workers WHERE id = $3 AND expires_at > now() FOR KEY SHARE
+), qrow AS (
+    SELECT timeout_ms, ordering_on_dead = 'skip' AS skip_dead,
+           (max_running IS NOT NULL OR rate_per_sec IS NOT NULL) AS limited
+    FROM {s}.queues WHERE name = $1 AND NOT paused
 ), q AS (
-    SELECT timeout_ms FROM {s}.queues WHERE name = $1 AND NOT paused
+    SELECT timeout_ms, skip_dead FROM qrow WHERE NOT limited
 ), picked AS (
     SELECT j.ctid FROM {s}.jobs j
     WHERE j.queue = $1 AND j.state = 'available' AND j.run_at <= now()
       AND EXISTS (SELECT 1 FROM me) AND EXISTS (SELECT 1 FROM q)
+      AND (j.ordering_key IS NULL OR (
+          NOT EXISTS (SELECT 1 FROM {s}.jobs o
+                      WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.id < j.id)
+          AND ((SELECT skip_dead FROM q) OR NOT EXISTS (
+                      SELECT 1 FROM {s}.jobs_done d
+                      WHERE d.queue = j.queue AND d.ordering_key = j.ordering_key
+                        AND d.state = 'dead' AND d.id < j.id))))
     ORDER BY j.priority, j.run_at, j.id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {s}.jobs j
+    SET state = 'running', attempt = j.attempt + 1, lease_owner = $3, started_at = now()
+    WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM picked)) AND j.state::text = 'available'
+    RETURNING j.id, j.kind, j.attempt, COALESCE(j.timeout_ms, (SELECT timeout_ms FROM q)) AS timeout_ms,
+              j.payload, j.run_at, j.created_at, j.priority, j.ctid
 )
-UPDATE {s}.jobs j
-SET state = 'running', attempt = j.attempt + 1, lease_owner = $3, started_at = now()
-WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM picked)) AND j.state::text = 'available'
-RETURNING j.id, j.kind, j.attempt, COALESCE(j.timeout_ms, (SELECT timeout_ms FROM q)),
-          j.payload, j.run_at, j.created_at, j.priority, j.ctid";
+SELECT * FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM qrow WHERE limited AND EXISTS (SELECT 1 FROM me)";
+
+/// Queues with `max_running` or `rate_per_sec`: the claim locks the queue's
+/// row, counts and spends tokens with a fresh snapshot (migration 004), so
+/// the limits hold across any number of workers. Its last row (id NULL)
+/// says whether the limit held the claim back, and for how long to wait.
+const JOBS_CLAIM_LIMITED: &str =
+    "SELECT id, kind, attempt, timeout_ms, payload, run_at, created_at, priority, job_ctid, held_back, wait_ms
+     FROM {s}.jobs_claim_limited($1, $2::int4, $3)";
+
+/// What a claim got.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// In priority, due-time, id order.
+    pub jobs: Vec<ClaimedJob>,
+    /// Set when a fleet-wide limit (max running, rate) held the claim back:
+    /// try again after this long, not on the next notification.
+    pub held_back: Option<std::time::Duration>,
+}
 
 /// Leases up to `limit` due jobs of `queue` to `worker_id`, in priority,
 /// then due-time, then id order. Returns fewer (or none) when the queue has
-/// fewer due jobs, is paused, or the worker's registry row has expired.
+/// fewer due jobs, is paused, the worker's registry row has expired, or a
+/// fleet-wide limit holds it back (see [`jobs_claim_hinted`]).
 pub async fn jobs_claim(
     conn: &Conn,
     queue: &str,
     limit: i64,
     worker_id: &str,
 ) -> Result<Vec<ClaimedJob>> {
+    Ok(jobs_claim_hinted(conn, queue, limit, worker_id).await?.jobs)
+}
+
+/// [`jobs_claim`], also saying whether a fleet-wide limit held it back.
+pub async fn jobs_claim_hinted(
+    conn: &Conn,
+    queue: &str,
+    limit: i64,
+    worker_id: &str,
+) -> Result<Claim> {
     let stmt = conn.prepared(JOBS_CLAIM).await?;
     let rows = conn
         .client()
         .query(&stmt, &[&queue, &limit, &worker_id])
         .await
         .db()?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in rows {
-        let payload: Json<Box<RawValue>> = row.get(4);
-        jobs.push(ClaimedJob {
-            id: row.get(0),
-            queue: queue.to_string(),
-            kind: row.get(1),
-            attempt: row.get(2),
-            timeout_ms: row.get(3),
-            payload: payload.0,
-            run_at: row.get::<_, DateTime<Utc>>(5),
-            created_at: row.get::<_, DateTime<Utc>>(6),
-            priority: row.get(7),
-            ctid: row.get(8),
-        });
-    }
+    let limited = rows
+        .last()
+        .is_some_and(|r| r.get::<_, Option<i64>>(0).is_none());
+    let mut claim = if limited {
+        let stmt = conn.prepared(JOBS_CLAIM_LIMITED).await?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = conn
+            .client()
+            .query(&stmt, &[&queue, &limit, &worker_id])
+            .await
+            .db()?;
+        let mut claim = Claim::default();
+        for row in &rows {
+            if row.get::<_, Option<i64>>(0).is_none() {
+                if row.get::<_, bool>(9) {
+                    let ms: i32 = row.get(10);
+                    claim.held_back =
+                        Some(std::time::Duration::from_millis(ms.clamp(1, 60_000) as u64));
+                }
+            } else {
+                claim.jobs.push(job_from_row(queue, row));
+            }
+        }
+        claim
+    } else {
+        Claim {
+            jobs: rows.iter().map(|r| job_from_row(queue, r)).collect(),
+            held_back: None,
+        }
+    };
     // RETURNING order is arbitrary; a worker that starts them in this order
     // keeps the queue's order.
-    jobs.sort_unstable_by_key(|j| (j.priority, j.run_at, j.id));
-    Ok(jobs)
+    claim
+        .jobs
+        .sort_unstable_by_key(|j| (j.priority, j.run_at, j.id));
+    Ok(claim)
+}
+
+fn job_from_row(queue: &str, row: &tokio_postgres::Row) -> ClaimedJob {
+    let payload: Json<Box<RawValue>> = row.get(4);
+    ClaimedJob {
+        id: row.get(0),
+        queue: queue.to_string(),
+        kind: row.get(1),
+        attempt: row.get(2),
+        timeout_ms: row.get(3),
+        payload: payload.0,
+        run_at: row.get::<_, DateTime<Utc>>(5),
+        created_at: row.get::<_, DateTime<Utc>>(6),
+        priority: row.get(7),
+        ctid: row.get(8),
+    }
 }

@@ -47,6 +47,8 @@ pub async fn jobs_enqueue(
 
 /// Enqueues many jobs in one statement (thousands per call are fine).
 /// Workers listening on the queues are woken when the transaction commits.
+/// A job whose unique key is held is not inserted: its place in the result
+/// holds the holder's id ([`jobs_enqueue_detailed`] says which those are).
 pub async fn jobs_enqueue_many(
     client: &impl GenericClient,
     schema: &Schema,
@@ -57,6 +59,10 @@ pub async fn jobs_enqueue_many(
     }
     for job in jobs {
         job.validate()?;
+    }
+    if jobs.iter().any(|j| j.unique_key.is_some()) {
+        let done = crate::unique::jobs_enqueue_unique(client, schema, jobs).await?;
+        return Ok(done.into_iter().map(|e| e.id).collect());
     }
     let queue: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     let kind: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
@@ -88,4 +94,27 @@ pub async fn jobs_enqueue_many(
         .await
         .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// [`jobs_enqueue_many`], saying for each job whether it was inserted or a
+/// job already holding its unique key was returned instead.
+pub async fn jobs_enqueue_detailed(
+    client: &impl GenericClient,
+    schema: &Schema,
+    jobs: &[NewJob],
+) -> Result<Vec<crate::unique::Enqueued>> {
+    for job in jobs {
+        job.validate()?;
+    }
+    if jobs.iter().any(|j| j.unique_key.is_some()) {
+        return crate::unique::jobs_enqueue_unique(client, schema, jobs).await;
+    }
+    let ids = jobs_enqueue_many(client, schema, jobs).await?;
+    Ok(ids
+        .into_iter()
+        .map(|id| crate::unique::Enqueued {
+            id,
+            existing: false,
+        })
+        .collect())
 }

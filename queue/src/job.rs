@@ -113,9 +113,13 @@ pub struct NewJob {
     /// Overrides the queue's per-attempt timeout.
     #[serde(default)]
     pub timeout_ms: Option<i32>,
-    /// At most one pending or running job per queue carries this key.
+    /// At most one job per queue holds this key for `unique_scope`; a
+    /// second enqueue returns the holder's id (see [`crate::unique`]).
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// `pending`, `active` (default) or a window such as `10m`.
+    #[serde(default)]
+    pub unique_scope: Option<crate::unique::UniqueScope>,
     /// Jobs sharing this key run one at a time, in enqueue order.
     #[serde(default)]
     pub ordering_key: Option<String>,
@@ -143,6 +147,7 @@ impl NewJob {
             backoff_max_ms: None,
             timeout_ms: None,
             unique_key: None,
+            unique_scope: None,
             ordering_key: None,
         }
     }
@@ -209,6 +214,17 @@ impl NewJob {
         self
     }
 
+    /// A unique key held for `scope` (see [`crate::unique`]).
+    pub fn with_unique(
+        mut self,
+        key: impl Into<String>,
+        scope: crate::unique::UniqueScope,
+    ) -> Self {
+        self.unique_key = Some(key.into());
+        self.unique_scope = Some(scope);
+        self
+    }
+
     pub fn with_ordering_key(mut self, key: impl Into<String>) -> Self {
         self.ordering_key = Some(key.into());
         self
@@ -255,6 +271,9 @@ impl NewJob {
             if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 512) {
                 return invalid(what, key.clone().unwrap_or_default(), "must be 1-512 bytes");
             }
+        }
+        if let (Some(scope), None) = (self.unique_scope, &self.unique_key) {
+            return invalid("unique_scope", scope.to_string(), "needs a unique_key");
         }
         Ok(())
     }

@@ -37,23 +37,25 @@ pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tid;
+pub mod unique;
 
 pub use admin::{Cancelled, job_cancel, job_retry, jobs_retry, jobs_retry_dead};
-pub use claim::jobs_claim;
+pub use claim::{Claim, jobs_claim, jobs_claim_hinted};
 pub use complete::{
     Completion, FailOutcome, Failure, job_set_progress, jobs_cancelled_many, jobs_complete_many,
     jobs_fail_many, jobs_release_many,
 };
 pub use conn::Conn;
 pub use connect::DbConfig;
-pub use enqueue::{jobs_enqueue, jobs_enqueue_many};
+pub use enqueue::{jobs_enqueue, jobs_enqueue_detailed, jobs_enqueue_many};
 pub use error::{Error, Result};
 pub use inspect::{JobFilter, job_get, jobs_list};
 pub use job::{ClaimedJob, JobId, JobInfo, JobState, NewJob};
 pub use migrate::{LATEST as SCHEMA_VERSION, migrate};
-pub use queues::{QueueInfo, QueueSettings};
+pub use queues::{OrderingOnDead, QueueInfo, QueueSettings};
 pub use reaper::{Reaped, leases_reclaim_expired};
 pub use registry::{Heartbeat, WorkerInfo, worker_deregister, worker_heartbeat, worker_register};
 pub use schema::Schema;
 pub use stats::{Stats, stats_read};
 pub use tid::Tid;
+pub use unique::{Enqueued, UniqueScope};

@@ -40,6 +40,12 @@ WITH doomed AS (
 )
 DELETE FROM {s}.jobs_done d WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM doomed))";
 
+const UNIQUE_PRUNE: &str = "
+DELETE FROM {s}.unique_keys u USING (
+    SELECT queue, key FROM {s}.unique_keys
+    WHERE scope = 'window' AND expires_at <= now() LIMIT $1
+) x WHERE u.queue = x.queue AND u.key = x.key AND u.expires_at <= now()";
+
 /// Deletes at most `batch` finished jobs past retention; returns how many.
 /// Call again while it returns `batch`.
 pub async fn jobs_prune(client: &impl GenericClient, schema: &Schema, batch: i64) -> Result<u64> {
@@ -53,6 +59,14 @@ pub async fn jobs_prune(client: &impl GenericClient, schema: &Schema, batch: i64
                 &schema.sql(ORPHANS_PRUNE),
                 &[(&(batch - n as i64), Type::INT8)],
             )
+            .await
+            .db()?;
+    }
+    if n < batch as u64 {
+        // Unique keys whose window has passed (the rest are released by
+        // their jobs' state changes).
+        client
+            .execute_typed(&schema.sql(UNIQUE_PRUNE), &[(&batch, Type::INT8)])
             .await
             .db()?;
     }

@@ -24,6 +24,43 @@ pub struct QueueInfo {
     pub rate_per_sec: Option<f64>,
     pub keep_succeeded_s: f64,
     pub keep_dead_s: f64,
+    /// What a dead job does to later jobs of its ordering key.
+    pub ordering_on_dead: OrderingOnDead,
+}
+
+/// What a dead job does to the later jobs of its ordering key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingOnDead {
+    /// They wait until it is retried (and succeeds) or cancelled.
+    #[default]
+    Wait,
+    /// They go on without it.
+    Skip,
+}
+
+impl OrderingOnDead {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderingOnDead::Wait => "wait",
+            OrderingOnDead::Skip => "skip",
+        }
+    }
+}
+
+impl std::str::FromStr for OrderingOnDead {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<OrderingOnDead> {
+        match s {
+            "wait" => Ok(OrderingOnDead::Wait),
+            "skip" => Ok(OrderingOnDead::Skip),
+            _ => Err(Error::Invalid {
+                what: "ordering_on_dead",
+                value: s.to_string(),
+                reason: "use wait or skip",
+            }),
+        }
+    }
 }
 
 /// Changes to a queue's settings; `None` leaves a setting as it is.
@@ -45,6 +82,7 @@ pub struct QueueSettings {
     pub keep_succeeded: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
     pub keep_dead: Option<Duration>,
+    pub ordering_on_dead: Option<OrderingOnDead>,
 }
 
 mod double_option {
@@ -76,7 +114,8 @@ mod humantime_opt {
 pub use humantime_opt::parse_duration;
 
 const QUEUE_COLUMNS: &str = "name, paused, max_attempts, backoff_base_ms, backoff_max_ms, timeout_ms, max_running,
-     rate_per_sec, EXTRACT(EPOCH FROM keep_succeeded)::float8, EXTRACT(EPOCH FROM keep_dead)::float8";
+     rate_per_sec, EXTRACT(EPOCH FROM keep_succeeded)::float8, EXTRACT(EPOCH FROM keep_dead)::float8,
+     ordering_on_dead";
 
 fn queue_from_row(r: &tokio_postgres::Row) -> QueueInfo {
     QueueInfo {
@@ -90,6 +129,7 @@ fn queue_from_row(r: &tokio_postgres::Row) -> QueueInfo {
         rate_per_sec: r.get(7),
         keep_succeeded_s: r.get(8),
         keep_dead_s: r.get(9),
+        ordering_on_dead: r.get::<_, &str>(10).parse().unwrap_or(OrderingOnDead::Wait),
     }
 }
 
@@ -193,7 +233,8 @@ pub async fn queue_update(
     }
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     let (keep_ok, keep_dead) = (secs(s.keep_succeeded), secs(s.keep_dead));
-    let params: [(&(dyn ToSql + Sync), Type); 14] = [
+    let on_dead = s.ordering_on_dead.map(OrderingOnDead::as_str);
+    let params: [(&(dyn ToSql + Sync), Type); 15] = [
         (&name, Type::TEXT),
         (&s.paused, Type::BOOL),
         (&s.max_attempts, Type::INT4),
@@ -208,6 +249,7 @@ pub async fn queue_update(
         (&keep_ok, Type::FLOAT8),
         (&keep_dead, Type::FLOAT8),
         (&s.paused.is_some(), Type::BOOL),
+        (&on_dead, Type::TEXT),
     ];
     let sql = schema.sql(&format!(
         "WITH u AS (
@@ -219,6 +261,9 @@ pub async fn queue_update(
                 timeout_ms = CASE WHEN $6 THEN $7 ELSE timeout_ms END,
                 max_running = CASE WHEN $8 THEN $9 ELSE max_running END,
                 rate_per_sec = CASE WHEN $10 THEN $11 ELSE rate_per_sec END,
+                -- A new rate starts with a full bucket.
+                rate_tokens = CASE WHEN $10 THEN NULL ELSE rate_tokens END,
+                ordering_on_dead = COALESCE($15, ordering_on_dead),
                 keep_succeeded = COALESCE($12 * interval '1 second', keep_succeeded),
                 keep_dead = COALESCE($13 * interval '1 second', keep_dead),
                 updated_at = now()

@@ -1,6 +1,8 @@
 //! Built-in handlers: `noop`, `sleep` (`{"ms": N}`), and `spin`
 //! (`{"ms": N}`: burn N ms of CPU, the demo load; the seed tool's
 //! `add <difficulty>` enqueues spin jobs with `ms = difficulty`).
+//! `sleep` and `spin` take `"fail_attempts": K` too: attempts 1..=K fail
+//! (retryably) after their work, for trying retries and ordering out.
 
 use std::time::Duration;
 
@@ -13,6 +15,19 @@ use crate::handler::{Job, JobError, JobResult};
 #[serde(deny_unknown_fields)]
 struct Millis {
     ms: u64,
+    #[serde(default)]
+    fail_attempts: i32,
+}
+
+/// The planned failure of an attempt `fail_attempts` asks for.
+fn planned_failure(job: &Job, fail_attempts: i32) -> JobResult {
+    if job.attempt <= fail_attempts {
+        return Err(JobError::retry(format!(
+            "planned failure of attempt {} (fail_attempts = {fail_attempts})",
+            job.attempt
+        )));
+    }
+    Ok(None)
 }
 
 /// Does nothing, successfully.
@@ -22,9 +37,9 @@ pub async fn noop(_job: Job) -> JobResult {
 
 /// Waits `ms` milliseconds (stops early when cancelled).
 pub async fn sleep(job: Job) -> JobResult {
-    let Millis { ms } = job.payload()?;
+    let Millis { ms, fail_attempts } = job.payload()?;
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(None),
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => planned_failure(&job, fail_attempts),
         _ = job.cancel.cancelled() => Err(JobError::retry("stopped")),
     }
 }
@@ -33,7 +48,7 @@ pub async fn sleep(job: Job) -> JobResult {
 /// much it burned. CPU time, not wall time: on a busy machine it takes
 /// longer, as real CPU-bound work would.
 pub async fn spin(job: Job) -> JobResult {
-    let Millis { ms } = job.payload()?;
+    let Millis { ms, fail_attempts } = job.payload()?;
     let cancel = job.cancel.clone();
     let burned = tokio::task::spawn_blocking(move || {
         burn_cpu(Duration::from_millis(ms), || cancel.is_cancelled())
@@ -43,6 +58,7 @@ pub async fn spin(job: Job) -> JobResult {
     if burned.is_none() {
         return Err(JobError::retry("stopped"));
     }
+    planned_failure(&job, fail_attempts)?;
     let result = format!(r#"{{"cpu_ms":{}}}"#, burned.unwrap_or_default().as_millis());
     Ok(Some(RawValue::from_string(result).expect("valid JSON")))
 }

@@ -93,12 +93,18 @@ async fn claim_round(
         }
         let limit = free.min(shared.settings.max_batch as usize) as i64;
         let started = Instant::now();
-        let jobs = shared
+        let claim = shared
             .main_link
             .run("claim", |conn| async move {
-                drove_queue::jobs_claim(&conn, queue, limit, &shared.me.id).await
+                drove_queue::jobs_claim_hinted(&conn, queue, limit, &shared.me.id).await
             })
             .await?;
+        if let Some(wait) = claim.held_back {
+            // A fleet-wide limit (max running, rate) held the queue back:
+            // come back when it may allow more, not at the slow poll.
+            shared.due_at(Instant::now() + wait);
+        }
+        let jobs = claim.jobs;
         shared
             .metrics
             .claim_seconds

@@ -71,8 +71,14 @@ pub struct AddJob {
     /// Per-attempt time limit (e.g. 10m).
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
+    /// At most one job of the queue holds this key (see --unique-scope);
+    /// enqueueing it again prints the holder's id.
     #[arg(long)]
     unique_key: Option<String>,
+    /// How long the unique key is held: pending, active (default), or a window such as 10m.
+    #[arg(long, requires = "unique_key")]
+    unique_scope: Option<drove_queue::UniqueScope>,
+    /// Jobs with the same ordering key run one at a time, in enqueue order.
     #[arg(long)]
     ordering_key: Option<String>,
     /// Follow it to completion and print its outcome.
@@ -156,9 +162,16 @@ pub async fn run(db: &DbArgs, cmd: JobsCommand) -> Result<ExitCode> {
                 job = job.with_timeout(t);
             }
             job.unique_key = a.unique_key;
+            job.unique_scope = a.unique_scope;
             job.ordering_key = a.ordering_key;
-            let id = drove_queue::jobs_enqueue(client, schema, &job).await?;
-            println!("enqueued job {id}");
+            let e = drove_queue::jobs_enqueue_detailed(client, schema, std::slice::from_ref(&job))
+                .await?[0];
+            let id = e.id;
+            if e.existing {
+                println!("job {id} already holds that unique key: nothing enqueued");
+            } else {
+                println!("enqueued job {id}");
+            }
             if a.wait {
                 super::follow::follow(&conn, schema, &[id], false).await?;
                 let job = drove_queue::job_get(client, schema, id).await?;

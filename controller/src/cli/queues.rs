@@ -64,6 +64,10 @@ pub struct SettingsArgs {
     /// How long dead jobs are kept.
     #[arg(long, value_parser = humantime::parse_duration)]
     keep_dead: Option<Duration>,
+    /// Whether later jobs of an ordering key wait for a dead one (until it is
+    /// retried or cancelled) or skip past it.
+    #[arg(long, value_parser = ["wait", "skip"])]
+    ordering_on_dead: Option<String>,
 }
 
 fn none_or<T>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
@@ -112,6 +116,10 @@ impl SettingsArgs {
             rate_per_sec: self.rate,
             keep_succeeded: self.keep_succeeded,
             keep_dead: self.keep_dead,
+            ordering_on_dead: self
+                .ordering_on_dead
+                .as_deref()
+                .and_then(|s| s.parse().ok()),
         }
     }
 }
@@ -173,6 +181,7 @@ fn table(all: &[QueueInfo]) -> String {
                 opt(q.max_running.map(|m| m.to_string())),
                 opt(q.rate_per_sec.map(|r| format!("{r}/s"))),
                 format!("{} / {}", secs(q.keep_succeeded_s), secs(q.keep_dead_s)),
+                q.ordering_on_dead.as_str().into(),
             ]
         })
         .collect();
@@ -186,6 +195,7 @@ fn table(all: &[QueueInfo]) -> String {
             "MAX RUNNING",
             "RATE",
             "KEEP OK / DEAD",
+            "ON DEAD",
         ],
         &rows,
     )

@@ -25,8 +25,19 @@ pub async fn enqueue(
 ) -> ApiResult {
     let Json(job) = body?;
     let c = conn(&s).await?;
-    let id = drove_queue::jobs_enqueue(c.client(), &s.schema, &job).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    let done =
+        drove_queue::jobs_enqueue_detailed(c.client(), &s.schema, std::slice::from_ref(&job))
+            .await?;
+    let e = done[0];
+    if e.existing {
+        // A unique key was held: nothing was created.
+        return Ok(Json(json!({ "id": e.id, "existing": true })).into_response());
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": e.id, "existing": false })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -59,8 +70,15 @@ pub async fn enqueue_batch(
         ));
     }
     let c = conn(&s).await?;
-    let ids = drove_queue::jobs_enqueue_many(c.client(), &s.schema, &batch.jobs).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+    let done = drove_queue::jobs_enqueue_detailed(c.client(), &s.schema, &batch.jobs).await?;
+    let ids: Vec<JobId> = done.iter().map(|e| e.id).collect();
+    // Positions whose unique key was held by an existing job.
+    let existing: Vec<usize> = (0..done.len()).filter(|&i| done[i].existing).collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "ids": ids, "existing": existing })),
+    )
+        .into_response())
 }
 
 pub async fn get_job(
