@@ -86,7 +86,10 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub db: DbArgs,
 
-    /// Queues to serve, in priority order (comma-separated).
+    /// Queues to serve (comma-separated): in strict priority order
+    /// (`a,b`: b only gets slots a leaves free), or weighted (`a:3,b:1`:
+    /// free slots are shared 3 to 1 while both have work; what one leaves
+    /// unused goes to the other).
     #[arg(
         long,
         env = "DROVE_QUEUES",
@@ -146,6 +149,12 @@ pub struct WorkerConfig {
     #[arg(long = "exec-json", env = "DROVE_EXEC", value_parser = parse_exec_json)]
     pub exec_json: Option<ExecMap>,
 
+    /// Most jobs of a kind running at once in this worker: KIND=N, comma-separated
+    /// (e.g. `render=1,email=8`). Jobs of a kind at its limit wait aside,
+    /// without taking a slot.
+    #[arg(long, env = "DROVE_KIND_CONCURRENCY", value_delimiter = ',', value_parser = parse_kind_limit)]
+    pub kind_concurrency: Vec<(String, usize)>,
+
     /// Log format.
     #[arg(long, env = "DROVE_LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
@@ -156,7 +165,50 @@ pub struct WorkerConfig {
     pub reap: bool,
 }
 
+/// `KIND=N`, N at least 1.
+fn parse_kind_limit(s: &str) -> Result<(String, usize), String> {
+    let (kind, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KIND=N, got {s:?}"))?;
+    let n: usize = n.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+        format!("the limit of {kind:?} must be a whole number of at least 1, got {n:?}")
+    })?;
+    Ok((kind.trim().to_string(), n))
+}
+
 impl WorkerConfig {
+    /// The queue names of `--queues`, and their weights if any was given
+    /// (`name:weight`; a queue without one weighs 1).
+    pub fn queue_weights(&self) -> Result<(Vec<String>, Option<Vec<u32>>), String> {
+        let mut names = Vec::new();
+        let mut weights = Vec::new();
+        let mut weighted = false;
+        for spec in &self.queues {
+            let (name, weight) = match spec.rsplit_once(':') {
+                Some((name, w)) if !w.is_empty() && w.chars().all(|c| c.is_ascii_digit()) => {
+                    weighted = true;
+                    let w: u32 = w.parse().ok().filter(|w| (1..=1000).contains(w)).ok_or_else(|| {
+                        format!("the weight of queue {name:?} in --queues must be between 1 and 1000, got {w}")
+                    })?;
+                    (name, w)
+                }
+                _ => (spec.as_str(), 1),
+            };
+            if !drove_queue::job::valid_queue_name(name) {
+                return Err(format!(
+                    "invalid queue name {name:?} in --queues: {}",
+                    drove_queue::job::QUEUE_NAME_RULE
+                ));
+            }
+            if names.iter().any(|n| n == name) {
+                return Err(format!("queue {name:?} is twice in --queues"));
+            }
+            names.push(name.to_string());
+            weights.push(weight);
+        }
+        Ok((names, weighted.then_some(weights)))
+    }
+
     /// The number of slots: configured, or one per CPU.
     pub fn slots(&self) -> usize {
         self.slots
@@ -191,14 +243,7 @@ impl WorkerConfig {
         if self.queues.is_empty() {
             return Err("--queues is empty".into());
         }
-        for q in &self.queues {
-            if !drove_queue::job::valid_queue_name(q) {
-                return Err(format!(
-                    "invalid queue name {q:?} in --queues: {}",
-                    drove_queue::job::QUEUE_NAME_RULE
-                ));
-            }
-        }
+        self.queue_weights()?;
         if !(1..=10_000).contains(&self.max_batch) {
             return Err(format!(
                 "--max-batch {} must be between 1 and 10000",

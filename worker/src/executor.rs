@@ -82,6 +82,11 @@ pub async fn run(
     while let Ok(task) = rx.try_recv() {
         report(&done, task, Outcome::Released);
     }
+    for gate in shared.gates.values() {
+        for task in gate.drain() {
+            report(&done, task, Outcome::Released);
+        }
+    }
 }
 
 /// One slot: takes the next job, runs it, reports it; until `stop`.
@@ -108,45 +113,80 @@ async fn slot(
                 },
             }
         };
-        if task.held.cancel.is_cancelled() {
-            // Stopped while it waited for a slot.
-            let outcome = if task.held.reason() == StopReason::Cancel {
-                Outcome::Cancelled
-            } else {
-                Outcome::Released
-            };
-            report(&done, task, outcome);
-            continue;
-        }
-        set_busy(&shared, 1);
-        let Task {
-            id,
-            attempt,
-            ctid,
-            timeout_ms,
-            payload,
-            held,
-            meta,
-        } = task;
-        let ctx = Job {
-            id,
-            queue: meta.queue.clone(),
-            kind: meta.kind.clone(),
-            attempt,
-            payload,
-            cancel: held.cancel.clone(),
-            progress_tx: Some(progress.clone()),
+        // A kind at its limit: the job waits aside, and the slot goes on.
+        let mut task = match task.meta.gate.clone() {
+            Some(gate) => match gate.enter(task) {
+                Some(task) => task,
+                None => continue,
+            },
+            None => task,
         };
-        let outcome = run_one(&shared, ctx, &held, &meta, timeout_ms).await;
-        set_busy(&shared, -1);
-        let _ = done.send(Report {
-            id,
-            attempt,
-            ctid,
-            meta,
-            outcome,
-        });
+        loop {
+            let gate = task.meta.gate.clone();
+            run_task(&shared, task, &done, &progress).await;
+            // A job of a limited kind ended: run the next one waiting
+            // (or, when stopping, give them all back).
+            let Some(gate) = gate else { break };
+            let mut next = gate.next();
+            while stop.is_cancelled()
+                && let Some(t) = next
+            {
+                report(&done, t, Outcome::Released);
+                next = gate.next();
+            }
+            match next {
+                Some(t) => task = t,
+                None => break,
+            }
+        }
     }
+}
+
+/// Runs one job in the calling slot and reports its outcome.
+async fn run_task(
+    shared: &Shared,
+    task: Task,
+    done: &mpsc::UnboundedSender<Report>,
+    progress: &ProgressTx,
+) {
+    if task.held.cancel.is_cancelled() {
+        // Stopped while it waited for a slot.
+        let outcome = if task.held.reason() == StopReason::Cancel {
+            Outcome::Cancelled
+        } else {
+            Outcome::Released
+        };
+        report(done, task, outcome);
+        return;
+    }
+    set_busy(shared, 1);
+    let Task {
+        id,
+        attempt,
+        ctid,
+        timeout_ms,
+        payload,
+        held,
+        meta,
+    } = task;
+    let ctx = Job {
+        id,
+        queue: meta.queue.clone(),
+        kind: meta.kind.clone(),
+        attempt,
+        payload,
+        cancel: held.cancel.clone(),
+        progress_tx: Some(progress.clone()),
+    };
+    let outcome = run_one(shared, ctx, &held, &meta, timeout_ms).await;
+    set_busy(shared, -1);
+    let _ = done.send(Report {
+        id,
+        attempt,
+        ctid,
+        meta,
+        outcome,
+    });
 }
 
 fn set_busy(shared: &Shared, delta: isize) {

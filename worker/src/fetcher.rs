@@ -79,19 +79,99 @@ pub async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Task>, stop: Can
     }
 }
 
-/// Claims from each queue in order until `free` is used up. True if some
-/// queue had more due jobs than were taken.
+/// Claims for `free` slots. In strict order each queue gets what the ones
+/// before it left; with weights each first gets its share of `free`, then
+/// the queues that had more take what the others left, in order. True if
+/// some queue had more due jobs than were taken.
 async fn claim_round(
     shared: &Shared,
     tx: &mpsc::UnboundedSender<Task>,
     mut free: usize,
 ) -> drove_queue::Result<bool> {
-    let mut filled = false;
-    for queue in &shared.settings.queues {
-        if free == 0 {
-            return Ok(true);
+    let queues = &shared.settings.queues;
+    let Some(weights) = &shared.settings.weights else {
+        let mut filled = false;
+        for queue in queues {
+            if free == 0 {
+                return Ok(true);
+            }
+            let limit = free.min(shared.settings.max_batch as usize);
+            let got = claim_from(shared, tx, queue, limit).await?;
+            filled |= got == limit;
+            free -= got;
         }
-        let limit = free.min(shared.settings.max_batch as usize) as i64;
+        return Ok(filled);
+    };
+    // Stride scheduling: each slot goes to the queue that has been served
+    // least for its weight; `pass` carries that across rounds.
+    let mut pass = shared
+        .weighted_pass
+        .lock()
+        .expect("pass lock poisoned")
+        .clone();
+    pass.resize(queues.len(), 0.0);
+    let mut share = vec![0usize; queues.len()];
+    let mut virt = pass.clone();
+    for _ in 0..free {
+        let i = (0..queues.len())
+            .min_by(|&a, &b| virt[a].total_cmp(&virt[b]))
+            .expect("queues is not empty");
+        share[i] += 1;
+        virt[i] += 1.0 / f64::from(weights[i]);
+    }
+    let mut more = Vec::with_capacity(queues.len());
+    for (i, queue) in queues.iter().enumerate() {
+        let limit = share[i].min(shared.settings.max_batch as usize);
+        if limit == 0 {
+            more.push(i);
+            continue;
+        }
+        let got = claim_from(shared, tx, queue, limit).await?;
+        free -= got;
+        pass[i] += got as f64 / f64::from(weights[i]);
+        if got == limit {
+            more.push(i);
+        }
+    }
+    let mut filled = false;
+    for &i in &more {
+        if free == 0 {
+            filled = true;
+            break;
+        }
+        let limit = free.min(shared.settings.max_batch as usize);
+        let got = claim_from(shared, tx, &queues[i], limit).await?;
+        pass[i] += got as f64 / f64::from(weights[i]);
+        filled |= got == limit;
+        free -= got;
+    }
+    // A queue without work builds no credit while the others are served.
+    let busiest = more.iter().map(|&i| pass[i]).fold(f64::INFINITY, f64::min);
+    if busiest.is_finite() {
+        for (i, p) in pass.iter_mut().enumerate() {
+            if !more.contains(&i) {
+                *p = p.max(busiest);
+            }
+        }
+    }
+    let floor = pass.iter().copied().fold(f64::INFINITY, f64::min);
+    for p in &mut pass {
+        *p -= floor;
+    }
+    *shared.weighted_pass.lock().expect("pass lock poisoned") = pass;
+    Ok(filled)
+}
+
+/// Claims up to `limit` jobs of `queue` and hands them to the executor.
+/// Returns how many.
+async fn claim_from(
+    shared: &Shared,
+    tx: &mpsc::UnboundedSender<Task>,
+    queue: &str,
+    limit: usize,
+) -> drove_queue::Result<usize> {
+    let limit = limit as i64;
+    {
         let started = Instant::now();
         let claim = shared
             .main_link
@@ -110,15 +190,14 @@ async fn claim_round(
             .claim_seconds
             .observe(started.elapsed().as_secs_f64());
         if jobs.is_empty() {
-            continue;
+            return Ok(0);
         }
+        let got = jobs.len();
         shared
             .metrics
             .claimed
             .with_label_values(&[queue])
-            .inc_by(jobs.len() as u64);
-        filled |= jobs.len() as i64 == limit;
-        free -= jobs.len();
+            .inc_by(got as u64);
         // Kinds resolved once per run of equal kinds, not per job.
         let mut meta: Option<Arc<JobMeta>> = None;
         let tasks: Vec<Task> = jobs
@@ -151,8 +230,8 @@ async fn claim_round(
             // The executor outlives the fetcher, so the channel is open.
             let _ = tx.send(task);
         }
+        Ok(got)
     }
-    Ok(filled)
 }
 
 /// ±20% so a fleet started together does not poll in lockstep.

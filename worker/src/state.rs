@@ -34,6 +34,66 @@ pub struct JobMeta {
     pub label: Arc<str>,
     pub run_seconds: Histogram,
     pub succeeded: IntCounter,
+    /// The kind's concurrency limit in this worker, if it has one.
+    pub gate: Option<Arc<KindGate>>,
+}
+
+/// A per-kind limit of jobs running at once in this worker. Jobs beyond it
+/// wait here, aside from the slots, still leased (the heartbeat keeps
+/// them), and run as earlier ones of the kind end.
+pub struct KindGate {
+    limit: usize,
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    running: usize,
+    parked: std::collections::VecDeque<Task>,
+}
+
+impl KindGate {
+    pub fn new(limit: usize) -> KindGate {
+        KindGate {
+            limit: limit.max(1),
+            state: Mutex::new(GateState::default()),
+        }
+    }
+
+    /// The task back if it may run now (and it is counted), None if it
+    /// waits for [`KindGate::next`].
+    pub fn enter(&self, task: Task) -> Option<Task> {
+        let mut st = self.state.lock().expect("gate lock poisoned");
+        if st.running < self.limit {
+            st.running += 1;
+            Some(task)
+        } else {
+            st.parked.push_back(task);
+            None
+        }
+    }
+
+    /// A job of the kind ended: the next waiting one (taking over its
+    /// count), or None.
+    pub fn next(&self) -> Option<Task> {
+        let mut st = self.state.lock().expect("gate lock poisoned");
+        let next = st.parked.pop_front();
+        if next.is_none() {
+            st.running -= 1;
+        }
+        next
+    }
+
+    /// Every waiting task, for release at shutdown.
+    pub fn drain(&self) -> Vec<Task> {
+        let mut st = self.state.lock().expect("gate lock poisoned");
+        st.parked.drain(..).collect()
+    }
+
+    /// Jobs running under the limit now.
+    pub fn running(&self) -> usize {
+        self.state.lock().expect("gate lock poisoned").running
+    }
 }
 
 /// (queue, kind)
@@ -105,6 +165,10 @@ impl Held {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub queues: Vec<String>,
+    /// Weights of `queues` (same order); None for strict priority order.
+    pub weights: Option<Vec<u32>>,
+    /// Per-kind limits of jobs running at once.
+    pub kind_limits: HashMap<String, usize>,
     pub slots: usize,
     pub lease_ttl: Duration,
     pub grace: Duration,
@@ -148,6 +212,10 @@ pub struct Shared {
     /// Slots running a job now.
     pub busy: AtomicUsize,
     kinds: Mutex<HashMap<KindKey, Arc<JobMeta>>>,
+    /// Per-kind concurrency limits (`--kind-concurrency`).
+    pub gates: HashMap<String, Arc<KindGate>>,
+    /// How much each weighted queue has been served, per unit of weight.
+    pub weighted_pass: Mutex<Vec<f64>>,
     /// Wakes the fetcher: jobs announced, or lease regained.
     pub wake: Notify,
     /// Tells the fetcher that recorded outcomes freed capacity.
@@ -183,6 +251,11 @@ impl Shared {
     ) -> Shared {
         let metrics = Metrics::new();
         metrics.slots.set(settings.slots as i64);
+        let gates = settings
+            .kind_limits
+            .iter()
+            .map(|(k, n)| (k.clone(), Arc::new(KindGate::new(*n))))
+            .collect();
         Shared {
             me,
             schema,
@@ -194,6 +267,8 @@ impl Shared {
             held: Mutex::new(IdMap::default()),
             busy: AtomicUsize::new(0),
             kinds: Mutex::new(HashMap::new()),
+            gates,
+            weighted_pass: Mutex::new(Vec::new()),
             wake: Notify::new(),
             freed: Notify::new(),
             fenced: AtomicBool::new(false),
@@ -282,6 +357,7 @@ impl Shared {
             handler,
             run_seconds: self.metrics.run_seconds.with_label_values(&labels),
             succeeded: self.metrics.succeeded.with_label_values(&labels),
+            gate: self.gates.get(kind).cloned(),
             label,
         });
         kinds.insert(key, meta.clone());

@@ -84,8 +84,11 @@ impl Worker {
         // Named per process, so that its connections can be told apart in
         // pg_stat_activity (unless the URL names them itself).
         let db = DbConfig::parse(&url)?.with_application_name(&format!("drove-worker {id}"));
+        let (queues, weights) = c.queue_weights().map_err(WorkerError::Config)?;
         let settings = Settings {
-            queues: c.queues.clone(),
+            queues,
+            weights,
+            kind_limits: c.kind_concurrency.iter().cloned().collect(),
             slots: c.slots(),
             lease_ttl: c.lease_ttl,
             grace: c.grace,
