@@ -457,3 +457,80 @@ async fn weighted_queues_share_slots_and_kind_limits_cap_a_kind() {
     );
     assert!(all > 1, "the other kinds did not use the free slots");
 }
+
+/// A job enqueues its successor in the transaction that records its
+/// success: a three-step chain runs in order; an attempt that fails
+/// enqueues nothing (the retry does); a malformed follow-up line fails the
+/// job for good and enqueues nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_up_jobs_commit_with_the_success_that_enqueues_them() {
+    let (t, conn) = test_db().await;
+    // step N prints a follow-up for step N+1 until 3; attempt 1 of step 2 fails after printing it.
+    let script = r#"
+        step=$(sed 's/[^0-9]//g')
+        if [ "$step" -lt 3 ]; then
+            echo "DROVE_ENQUEUE {\"kind\": \"step\", \"payload\": {\"step\": $((step + 1))}}" >&2
+        fi
+        if [ "$step" = 2 ] && [ "$DROVE_JOB_ATTEMPT" = 1 ]; then exit 1; fi
+        echo "{\"step\": $step}"
+    "#;
+    let w = WorkerProc::spawn(
+        &t.url,
+        &t.schema,
+        &[
+            "--slots",
+            "2",
+            "--exec",
+            &format!("step=sh -c '{}'", script.replace('\'', "'\\''")),
+            "--exec",
+            "bad=sh -c 'echo \"DROVE_ENQUEUE {not json\" >&2'",
+        ],
+    );
+    w.ready(Duration::from_secs(10)).await;
+    let first = NewJob::new("step")
+        .with_payload(&serde_json::json!({ "step": 1 }))
+        .unwrap()
+        .with_backoff(50, 100);
+    drove_queue::jobs_enqueue(conn.client(), &t.schema, &first)
+        .await
+        .unwrap();
+    all_succeeded(&conn, 3, Duration::from_secs(30)).await;
+    let rows = conn
+        .client()
+        .query(
+            &t.schema.sql(
+                "SELECT (payload->>'step')::int, attempt, started_at, finished_at
+                 FROM {s}.jobs_done ORDER BY id",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let steps: Vec<(i32, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // Step 2 failed once: still exactly one step 3 (from the attempt that succeeded).
+    assert_eq!(steps, vec![(1, 1), (2, 2), (3, 1)]);
+    for pair in rows.windows(2) {
+        let done: DateTime<Utc> = pair[0].get(3);
+        let next: DateTime<Utc> = pair[1].get(2);
+        assert!(
+            next >= done,
+            "a step started before its predecessor was recorded"
+        );
+    }
+
+    let id = drove_queue::jobs_enqueue(conn.client(), &t.schema, &NewJob::new("bad"))
+        .await
+        .unwrap();
+    let job = wait_until(Duration::from_secs(15), "bad job finished", || async {
+        let j = drove_queue::job_get(conn.client(), &t.schema, id)
+            .await
+            .unwrap();
+        (j.state != drove_queue::JobState::Available && j.state != drove_queue::JobState::Running)
+            .then_some(j)
+    })
+    .await;
+    assert_eq!(job.state, drove_queue::JobState::Dead);
+    assert_eq!(job.attempt, 1, "a malformed follow-up is not retried");
+    let (live, _, _, _) = totals(&conn).await;
+    assert_eq!(live, 0, "something was enqueued by the bad job");
+}

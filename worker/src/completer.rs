@@ -138,6 +138,37 @@ async fn write_progress(shared: &Shared, progress: &mut Progress, only: Option<&
 async fn flush(shared: &Shared, pending: &mut Vec<Report>) -> drove_queue::Result<()> {
     let me = shared.me.id.as_str();
 
+    // Successes with follow-up jobs: each in a transaction of its own.
+    for r in pending.iter_mut() {
+        if r.then.is_empty() || !matches!(r.outcome, Outcome::Succeeded(_)) {
+            continue;
+        }
+        match complete_with_follow_ups(shared, r).await {
+            Ok(true) => {
+                r.meta.succeeded.inc();
+                r.then.clear();
+                // Recorded: nothing left for the batch below.
+                r.outcome = Outcome::Recorded;
+            }
+            Ok(false) => {
+                reject(shared, r, "success");
+                r.then.clear();
+                r.outcome = Outcome::Recorded;
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                // A follow-up the database refuses (unknown queue, bad
+                // option): no retry can fix that.
+                tracing::error!(job = r.id, error = %e, "follow-up job refused");
+                r.then.clear();
+                r.outcome = Outcome::Failed(crate::handler::JobError::permanent(format!(
+                    "a follow-up job was refused: {e}"
+                )));
+            }
+        }
+    }
+    settle(shared, pending, |o| matches!(o, Outcome::Recorded), |_| {});
+
     let done: Vec<Completion> = pending
         .iter_mut()
         .filter_map(|r| match &mut r.outcome {
@@ -298,6 +329,54 @@ async fn flush(shared: &Shared, pending: &mut Vec<Report>) -> drove_queue::Resul
         });
     }
     Ok(())
+}
+
+/// Records one success and enqueues its follow-ups in one transaction on
+/// the outcomes connection (which nothing else uses meanwhile). False if
+/// the success was fenced off (then nothing is enqueued).
+async fn complete_with_follow_ups(shared: &Shared, r: &Report) -> drove_queue::Result<bool> {
+    let me = shared.me.id.as_str();
+    let Outcome::Succeeded(result) = &r.outcome else {
+        return Ok(false);
+    };
+    let one = [Completion {
+        id: r.id,
+        attempt: r.attempt,
+        result: result.clone(),
+        ctid: Some(r.ctid),
+    }];
+    let (one, then, schema) = (&one, &r.then, &shared.schema);
+    shared
+        .done_link
+        .run("complete", |conn| async move {
+            let client = conn.client();
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(drove_queue::Error::Db)?;
+            let work = async {
+                let accepted = drove_queue::jobs_complete_many(&conn, me, one).await?;
+                if accepted.is_empty() {
+                    return Ok(false);
+                }
+                drove_queue::jobs_enqueue_many(client, schema, then).await?;
+                Ok(true)
+            };
+            match work.await {
+                Ok(done) => {
+                    client
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(drove_queue::Error::Db)?;
+                    Ok(done)
+                }
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(e)
+                }
+            }
+        })
+        .await
 }
 
 fn done_results(done: &[Completion]) -> HashMap<JobId, Option<Box<RawValue>>> {

@@ -7,6 +7,10 @@
 //! - non-zero exit or death by signal: a failed attempt (retried per the
 //!   queue's policy) whose error keeps the last 8 KiB of stderr.
 //! - a stderr line `DROVE_PROGRESS {json}` reports progress.
+//! - a stderr line `DROVE_ENQUEUE {job}` (a job as the API takes it, e.g.
+//!   `{"kind": "resize", "payload": {...}}`) is enqueued if this attempt
+//!   succeeds, in the transaction that records the success; a line that is
+//!   not a valid job fails the attempt for good.
 //! - the command runs in its own process group; the whole group is killed
 //!   (SIGKILL) on timeout, cancel, shutdown, lost lease, and after it exits
 //!   (no stray grandchildren outlive the job).
@@ -23,6 +27,7 @@ pub const MAX_STDOUT: usize = 1 << 20;
 /// Tail of stderr kept as the error of a failed attempt.
 pub const STDERR_TAIL: usize = 8 << 10;
 const PROGRESS_PREFIX: &[u8] = b"DROVE_PROGRESS ";
+const ENQUEUE_PREFIX: &[u8] = b"DROVE_ENQUEUE ";
 
 /// Runs `argv` for each job.
 #[derive(Debug, Clone)]
@@ -91,7 +96,7 @@ async fn run(argv: Vec<String>, job: Job) -> JobResult {
     );
     let status = status.map_err(|e| JobError::retry(format!("waiting for {}: {e}", argv[0])))?;
     let (out, truncated) = out.map_err(|e| JobError::retry(format!("reading stdout: {e}")))?;
-    let err = err.map_err(|e| JobError::retry(format!("reading stderr: {e}")))?;
+    let (err, bad_follow_up) = err.map_err(|e| JobError::retry(format!("reading stderr: {e}")))?;
 
     if !status.success() {
         let how = match (
@@ -109,6 +114,9 @@ async fn run(argv: Vec<String>, job: Job) -> JobResult {
         } else {
             format!("{how}: {tail}")
         }));
+    }
+    if let Some(why) = bad_follow_up {
+        return Err(JobError::permanent(why));
     }
     if truncated {
         return Err(JobError::retry(format!(
@@ -150,7 +158,12 @@ async fn read_capped(mut r: impl AsyncRead + Unpin) -> std::io::Result<(Vec<u8>,
 }
 
 /// Reads stderr: progress lines are reported, the rest is kept as a tail.
-async fn read_stderr(mut r: impl AsyncRead + Unpin, job: &Job) -> std::io::Result<Vec<u8>> {
+/// Also returns why a `DROVE_ENQUEUE` line was refused, if one was.
+async fn read_stderr(
+    mut r: impl AsyncRead + Unpin,
+    job: &Job,
+) -> std::io::Result<(Vec<u8>, Option<String>)> {
+    let mut bad_follow_up = None;
     let mut tail: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8 << 10];
@@ -161,21 +174,34 @@ async fn read_stderr(mut r: impl AsyncRead + Unpin, job: &Job) -> std::io::Resul
         }
         for &b in &buf[..n] {
             if b == b'\n' {
-                take_line(&mut line, &mut tail, job);
+                take_line(&mut line, &mut tail, job, &mut bad_follow_up);
             } else if line.len() < STDERR_TAIL {
                 line.push(b);
             }
         }
     }
-    take_line(&mut line, &mut tail, job);
-    Ok(tail)
+    take_line(&mut line, &mut tail, job, &mut bad_follow_up);
+    Ok((tail, bad_follow_up))
 }
 
-fn take_line(line: &mut Vec<u8>, tail: &mut Vec<u8>, job: &Job) {
+fn take_line(
+    line: &mut Vec<u8>,
+    tail: &mut Vec<u8>,
+    job: &Job,
+    bad_follow_up: &mut Option<String>,
+) {
     if let Some(json) = line.strip_prefix(PROGRESS_PREFIX)
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(json)
     {
         job.progress(&v);
+        line.clear();
+        return;
+    }
+    if let Some(json) = line.strip_prefix(ENQUEUE_PREFIX) {
+        match serde_json::from_slice::<drove_queue::NewJob>(json) {
+            Ok(next) => job.then(next),
+            Err(e) => *bad_follow_up = Some(format!("invalid DROVE_ENQUEUE line: {e}")),
+        }
         line.clear();
         return;
     }

@@ -28,6 +28,9 @@ pub enum Outcome {
     Cancelled,
     /// Not finished and given back: shutdown, or lost lease.
     Released,
+    /// Already written (a success with follow-up jobs, in a transaction of
+    /// its own); the completer only forgets it.
+    Recorded,
 }
 
 /// An outcome on its way to the database.
@@ -39,6 +42,8 @@ pub struct Report {
     /// Queue, kind and metric series of the job.
     pub meta: Arc<JobMeta>,
     pub outcome: Outcome,
+    /// Follow-up jobs to enqueue with a success, in its transaction.
+    pub then: Vec<drove_queue::NewJob>,
 }
 
 impl Report {
@@ -177,15 +182,23 @@ async fn run_task(
         payload,
         cancel: held.cancel.clone(),
         progress_tx: Some(progress.clone()),
+        held: Some(held.clone()),
     };
     let outcome = run_one(shared, ctx, &held, &meta, timeout_ms).await;
     set_busy(shared, -1);
+    let then = match outcome {
+        Outcome::Succeeded(_) => {
+            std::mem::take(&mut *held.then.lock().expect("then lock poisoned"))
+        }
+        _ => Vec::new(),
+    };
     let _ = done.send(Report {
         id,
         attempt,
         ctid,
         meta,
         outcome,
+        then,
     });
 }
 
@@ -210,6 +223,7 @@ fn report(done: &mpsc::UnboundedSender<Report>, task: Task, outcome: Outcome) {
         ctid: task.ctid,
         meta: task.meta,
         outcome,
+        then: Vec::new(),
     });
 }
 

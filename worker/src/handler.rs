@@ -108,6 +108,7 @@ pub struct Job {
     /// should check it; async handlers are also dropped at that point.
     pub cancel: CancellationToken,
     pub(crate) progress_tx: Option<ProgressTx>,
+    pub(crate) held: Option<Arc<crate::state::Held>>,
 }
 
 impl Job {
@@ -126,6 +127,16 @@ impl Job {
         }
     }
 
+    /// Enqueues `job` when this one succeeds, in the same transaction that
+    /// records the success (a simple chain: a pipeline step and its
+    /// successor commit together). Nothing is enqueued if this attempt
+    /// fails or its lease was lost.
+    pub fn then(&self, job: drove_queue::NewJob) {
+        if let Some(held) = &self.held {
+            held.then.lock().expect("then lock poisoned").push(job);
+        }
+    }
+
     /// A job for tests of handlers, outside a worker.
     pub fn for_test(kind: &str, payload: &str) -> Job {
         Job {
@@ -136,6 +147,7 @@ impl Job {
             payload: RawValue::from_string(payload.into()).expect("test payload is JSON"),
             cancel: CancellationToken::new(),
             progress_tx: None,
+            held: None,
         }
     }
 }

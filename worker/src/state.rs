@@ -129,6 +129,8 @@ pub struct Held {
     pub attempt: i32,
     pub cancel: CancellationToken,
     reason: AtomicU8,
+    /// Follow-up jobs the handler asked for ([`crate::handler::Job::then`]).
+    pub then: Mutex<Vec<drove_queue::NewJob>>,
 }
 
 impl Held {
@@ -137,6 +139,7 @@ impl Held {
             attempt,
             cancel: CancellationToken::new(),
             reason: AtomicU8::new(StopReason::None as u8),
+            then: Mutex::new(Vec::new()),
         }
     }
 
