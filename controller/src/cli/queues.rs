@@ -51,13 +51,13 @@ pub struct SettingsArgs {
     backoff_max: Option<Duration>,
     /// Default per-attempt time limit ("none" to clear).
     #[arg(long, value_parser = parse_opt_duration)]
-    timeout: Option<Option<Duration>>,
+    timeout: Option<OrNone<Duration>>,
     /// Most jobs of this queue running at once across the fleet ("none" to clear).
     #[arg(long, value_parser = parse_opt_u32)]
-    max_running: Option<Option<u32>>,
+    max_running: Option<OrNone<u32>>,
     /// Most jobs started per second across the fleet ("none" to clear).
     #[arg(long, value_parser = parse_opt_f64)]
-    rate: Option<Option<f64>>,
+    rate: Option<OrNone<f64>>,
     /// How long succeeded jobs are kept.
     #[arg(long, value_parser = humantime::parse_duration)]
     keep_succeeded: Option<Duration>,
@@ -70,28 +70,33 @@ pub struct SettingsArgs {
     ordering_on_dead: Option<String>,
 }
 
-fn none_or<T>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+/// A setting's value, or `none` to clear it. (A newtype: clap reads
+/// `Option<Option<T>>` as a flag whose value may be left out.)
+#[derive(Debug, Clone, Copy)]
+struct OrNone<T>(Option<T>);
+
+fn none_or<T>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<OrNone<T>, String> {
     if s == "none" {
-        Ok(None)
+        Ok(OrNone(None))
     } else {
-        parse(s).map(Some)
+        parse(s).map(|v| OrNone(Some(v)))
     }
 }
 
-fn parse_opt_duration(s: &str) -> Result<Option<Duration>, String> {
+fn parse_opt_duration(s: &str) -> Result<OrNone<Duration>, String> {
     none_or(s, |s| {
         humantime::parse_duration(s).map_err(|e| e.to_string())
     })
 }
 
-fn parse_opt_u32(s: &str) -> Result<Option<u32>, String> {
+fn parse_opt_u32(s: &str) -> Result<OrNone<u32>, String> {
     none_or(s, |s| {
         s.parse()
             .map_err(|_| format!("expected a positive number or none, got {s:?}"))
     })
 }
 
-fn parse_opt_f64(s: &str) -> Result<Option<f64>, String> {
+fn parse_opt_f64(s: &str) -> Result<OrNone<f64>, String> {
     none_or(s, |s| {
         s.parse()
             .map_err(|_| format!("expected a number or none, got {s:?}"))
@@ -109,11 +114,11 @@ impl SettingsArgs {
             max_attempts: self.max_attempts,
             backoff_base_ms: self.backoff_base.map(ms),
             backoff_max_ms: self.backoff_max.map(ms),
-            timeout_ms: self.timeout.map(|t| t.map(ms)),
+            timeout_ms: self.timeout.map(|t| t.0.map(ms)),
             max_running: self
                 .max_running
-                .map(|m| m.map(|m| i32::try_from(m).unwrap_or(i32::MAX))),
-            rate_per_sec: self.rate,
+                .map(|m| m.0.map(|m| i32::try_from(m).unwrap_or(i32::MAX))),
+            rate_per_sec: self.rate.map(|r| r.0),
             keep_succeeded: self.keep_succeeded,
             keep_dead: self.keep_dead,
             ordering_on_dead: self
