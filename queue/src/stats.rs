@@ -28,6 +28,10 @@ pub struct QueueStats {
     /// Mean run time of jobs that succeeded in the last minute.
     pub run_avg_1m_s: Option<f64>,
     pub max_running: Option<i32>,
+    pub rate_per_sec: Option<f64>,
+    /// Of `available`: jobs held back by an earlier job of their ordering
+    /// key (they cannot run yet, whatever the fleet's size).
+    pub ordered_waiting: i64,
 }
 
 /// The worker fleet, from live registry rows.
@@ -47,11 +51,13 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Jobs that could start now if there were slots: due, in queues not
+    /// paused, not held back by their ordering key.
     pub fn available(&self) -> i64 {
         self.queues
             .iter()
             .filter(|q| !q.paused)
-            .map(|q| q.available)
+            .map(|q| q.available - q.ordered_waiting)
             .sum()
     }
     pub fn running(&self) -> i64 {
@@ -76,6 +82,13 @@ WITH avail AS (
     SELECT queue, count(*) FILTER (WHERE state = 'dead') AS dead,
            count(*) FILTER (WHERE finished_at > now() - interval '1 minute') AS failed_1m
     FROM {s}.jobs_done WHERE state <> 'succeeded' GROUP BY queue
+), ordered AS (
+    -- Only jobs with an ordering key (a partial index holds them).
+    SELECT j.queue, count(*) AS waiting FROM {s}.jobs j
+    WHERE j.ordering_key IS NOT NULL AND j.state = 'available' AND j.run_at <= now()
+      AND EXISTS (SELECT 1 FROM {s}.jobs o
+                  WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.id < j.id)
+    GROUP BY j.queue
 ), recent AS (
     SELECT queue, count(*) AS succeeded_1m,
            avg(EXTRACT(EPOCH FROM finished_at - started_at))::float8 AS run_avg
@@ -84,8 +97,10 @@ WITH avail AS (
 )
 SELECT q.name, q.paused, COALESCE(a.available, 0), COALESCE(a.scheduled, 0), COALESCE(r.running, 0),
        COALESCE(f.dead, 0), COALESCE(EXTRACT(EPOCH FROM now() - a.oldest_due)::float8, 0),
-       COALESCE(c.succeeded_1m, 0), COALESCE(f.failed_1m, 0), q.max_running, now(), c.run_avg
+       COALESCE(c.succeeded_1m, 0), COALESCE(f.failed_1m, 0), q.max_running, now(), c.run_avg,
+       q.rate_per_sec, COALESCE(o.waiting, 0)
 FROM {s}.queues q
+LEFT JOIN ordered o ON o.queue = q.name
 LEFT JOIN avail a ON a.queue = q.name
 LEFT JOIN run r ON r.queue = q.name
 LEFT JOIN failed f ON f.queue = q.name
@@ -118,6 +133,8 @@ pub async fn stats_read(client: &impl GenericClient, schema: &Schema) -> Result<
                 failed_1m: r.get(8),
                 max_running: r.get(9),
                 run_avg_1m_s: r.get(11),
+                rate_per_sec: r.get(12),
+                ordered_waiting: r.get(13),
             })
             .collect(),
         fleet: FleetStats {

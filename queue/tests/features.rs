@@ -397,3 +397,26 @@ async fn rate_limit_spends_a_token_bucket() {
     );
     assert!(taken >= 10, "only {taken} jobs in {secs:.2} s at 20/s");
 }
+
+/// Jobs waiting behind an earlier job of their key are counted apart: they
+/// are not backlog a bigger fleet could work off.
+#[tokio::test]
+async fn stats_count_jobs_waiting_for_their_key_apart() {
+    let t = TestDb::new().await;
+    let c = t.conn().await;
+    let mut jobs: Vec<NewJob> = (0..5)
+        .map(|_| NewJob::new("noop").with_ordering_key("k"))
+        .collect();
+    jobs.extend((0..3).map(|_| NewJob::new("noop")));
+    jobs_enqueue_many(c.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    let stats = stats_read(c.client(), &t.schema).await.unwrap();
+    let q = stats.queues.iter().find(|q| q.name == "default").unwrap();
+    assert_eq!((q.available, q.ordered_waiting), (8, 4));
+    assert_eq!(
+        stats.available(),
+        4,
+        "scaling backlog: 3 unkeyed + the key's first"
+    );
+}
