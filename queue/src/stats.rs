@@ -52,12 +52,19 @@ pub struct Stats {
 
 impl Stats {
     /// Jobs that could start now if there were slots: due, in queues not
-    /// paused, not held back by their ordering key.
+    /// paused, not held back by their ordering key, nor by the queue's
+    /// `max_running` (the scaling backlog).
     pub fn available(&self) -> i64 {
         self.queues
             .iter()
             .filter(|q| !q.paused)
-            .map(|q| q.available - q.ordered_waiting)
+            .map(|q| {
+                let free = q.available - q.ordered_waiting;
+                match q.max_running {
+                    Some(max) => free.min((i64::from(max) - q.running).max(0)),
+                    None => free,
+                }
+            })
             .sum()
     }
     pub fn running(&self) -> i64 {
@@ -257,4 +264,33 @@ pub async fn stats_max_job_id(client: &impl GenericClient, schema: &Schema) -> R
         .await
         .db()?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_leaves_out_what_no_bigger_fleet_could_start() {
+        let q = |name: &str, available, running, max_running, ordered_waiting| QueueStats {
+            name: name.into(),
+            available,
+            running,
+            max_running,
+            ordered_waiting,
+            ..Default::default()
+        };
+        let mut stats = Stats {
+            queues: vec![
+                q("plain", 10, 0, None, 0),
+                q("keyed", 10, 1, None, 7),
+                q("limited", 10, 3, Some(5), 0),
+                q("full", 10, 6, Some(5), 0),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(stats.available(), 10 + 3 + 2);
+        stats.queues[0].paused = true;
+        assert_eq!(stats.available(), 3 + 2);
+    }
 }
