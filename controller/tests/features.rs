@@ -534,3 +534,42 @@ async fn follow_up_jobs_commit_with_the_success_that_enqueues_them() {
     let (live, _, _, _) = totals(&conn).await;
     assert_eq!(live, 0, "something was enqueued by the bad job");
 }
+
+/// A job waiting for its kind's turn (per-kind limit) is still cancelled
+/// within a second, not when the job ahead of it ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_waiting_for_its_kind_is_cancelled_at_once() {
+    let (t, conn) = test_db().await;
+    let w = WorkerProc::spawn(
+        &t.url,
+        &t.schema,
+        &["--slots", "2", "--kind-concurrency", "sleep=1"],
+    );
+    w.ready(Duration::from_secs(10)).await;
+    let jobs = vec![
+        sleep_job("default", 20_000, 0),
+        sleep_job("default", 20_000, 0),
+    ];
+    let ids = drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "both claimed", || async {
+        let (a, _, _) = job_state(&conn, ids[0]).await;
+        let (b, _, _) = job_state(&conn, ids[1]).await;
+        (a == "running" && b == "running").then_some(())
+    })
+    .await;
+    let asked = Instant::now();
+    let outcome = drove_queue::job_cancel(conn.client(), &t.schema, ids[1])
+        .await
+        .unwrap();
+    assert_eq!(outcome, drove_queue::Cancelled::Requested);
+    wait_until(Duration::from_secs(10), "waiting job cancelled", || async {
+        (job_state(&conn, ids[1]).await.0 == "cancelled").then_some(())
+    })
+    .await;
+    let took = asked.elapsed();
+    println!("FIGURE cancel of a job waiting for its kind: recorded after {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(job_state(&conn, ids[0]).await.0, "running");
+}

@@ -79,6 +79,29 @@ pub async fn run(
             stop.clone(),
         ));
     }
+    if !shared.gates.is_empty() {
+        // Jobs waiting for their kind's turn still answer a cancel at once.
+        let (shared, done, stop) = (shared.clone(), done.clone(), stop.clone());
+        slots.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                for gate in shared.gates.values() {
+                    for task in gate.take_stopped() {
+                        let outcome = if task.held.reason() == StopReason::Cancel {
+                            Outcome::Cancelled
+                        } else {
+                            Outcome::Released
+                        };
+                        report(&done, task, outcome);
+                    }
+                }
+            }
+        });
+    }
     slots.close();
     slots.wait().await;
     // Jobs claimed but never started go back at once.

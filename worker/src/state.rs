@@ -84,6 +84,21 @@ impl KindGate {
         next
     }
 
+    /// Takes out the waiting tasks that were stopped meanwhile (cancelled,
+    /// lease lost), so they are recorded now, not when their turn comes.
+    pub fn take_stopped(&self) -> Vec<Task> {
+        let mut st = self.state.lock().expect("gate lock poisoned");
+        if !st.parked.iter().any(|t| t.held.cancel.is_cancelled()) {
+            return Vec::new();
+        }
+        let (stopped, waiting) = st
+            .parked
+            .drain(..)
+            .partition(|t| t.held.cancel.is_cancelled());
+        st.parked = waiting;
+        stopped.into()
+    }
+
     /// Every waiting task, for release at shutdown.
     pub fn drain(&self) -> Vec<Task> {
         let mut st = self.state.lock().expect("gate lock poisoned");
