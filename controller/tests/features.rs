@@ -76,6 +76,28 @@ fn max_overlap<'a>(done: impl Iterator<Item = &'a Done>) -> usize {
     max as usize
 }
 
+/// `n` workers with `args`, each ready.
+async fn ready_workers(
+    t: &drove_queue::testing::TestDb,
+    n: usize,
+    args: &[&str],
+) -> Vec<WorkerProc> {
+    let workers: Vec<WorkerProc> = (0..n)
+        .map(|_| WorkerProc::spawn(&t.url, &t.schema, args))
+        .collect();
+    for w in &workers {
+        w.ready(Duration::from_secs(10)).await;
+    }
+    workers
+}
+
+/// Sets one queue's settings.
+async fn configure(conn: &drove_queue::Conn, queue: &str, settings: QueueSettings) {
+    queue_update(conn.client(), conn.schema(), queue, &settings)
+        .await
+        .unwrap();
+}
+
 /// Waits until `n` jobs succeeded, each recorded once; fails at once if
 /// one died.
 async fn all_succeeded(conn: &drove_queue::Conn, n: i64, limit: Duration) {
@@ -135,12 +157,7 @@ async fn ordering_keys_hold_across_workers_with_random_failures() {
     drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &jobs)
         .await
         .unwrap();
-    let workers: Vec<WorkerProc> = (0..4)
-        .map(|_| WorkerProc::spawn(&t.url, &t.schema, &["--slots", "4"]))
-        .collect();
-    for w in &workers {
-        w.ready(Duration::from_secs(10)).await;
-    }
+    let _workers = ready_workers(&t, 4, &["--slots", "4"]).await;
     all_succeeded(&conn, n, Duration::from_secs(120)).await;
 
     let done = finished(&conn, &t.schema).await;
@@ -181,27 +198,20 @@ async fn ordering_keys_hold_across_workers_with_random_failures() {
 #[tokio::test(flavor = "multi_thread")]
 async fn max_running_holds_across_workers() {
     let (t, conn) = test_db().await;
-    queue_update(
-        conn.client(),
-        &t.schema,
+    configure(
+        &conn,
         "default",
-        &QueueSettings {
+        QueueSettings {
             max_running: Some(Some(3)),
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let jobs: Vec<NewJob> = (0..45).map(|_| sleep_job("default", 100, 0)).collect();
     drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &jobs)
         .await
         .unwrap();
-    let workers: Vec<WorkerProc> = (0..3)
-        .map(|_| WorkerProc::spawn(&t.url, &t.schema, &["--slots", "4"]))
-        .collect();
-    for w in &workers {
-        w.ready(Duration::from_secs(10)).await;
-    }
+    let _workers = ready_workers(&t, 3, &["--slots", "4"]).await;
     let started = Instant::now();
     all_succeeded(&conn, 45, Duration::from_secs(60)).await;
     let took = started.elapsed();
@@ -217,27 +227,20 @@ async fn max_running_holds_across_workers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_holds_across_workers() {
     let (t, conn) = test_db().await;
-    queue_update(
-        conn.client(),
-        &t.schema,
+    configure(
+        &conn,
         "default",
-        &QueueSettings {
+        QueueSettings {
             rate_per_sec: Some(Some(10.0)),
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let jobs: Vec<NewJob> = (0..40).map(|_| NewJob::new("noop")).collect();
     drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &jobs)
         .await
         .unwrap();
-    let workers: Vec<WorkerProc> = (0..3)
-        .map(|_| WorkerProc::spawn(&t.url, &t.schema, &["--slots", "8"]))
-        .collect();
-    for w in &workers {
-        w.ready(Duration::from_secs(10)).await;
-    }
+    let _workers = ready_workers(&t, 3, &["--slots", "8"]).await;
     all_succeeded(&conn, 40, Duration::from_secs(60)).await;
     let mut starts: Vec<DateTime<Utc>> = finished(&conn, &t.schema)
         .await
@@ -270,12 +273,7 @@ async fn rate_limit_holds_across_workers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_and_resume_take_effect_within_a_second() {
     let (t, conn) = test_db().await;
-    let workers: Vec<WorkerProc> = (0..2)
-        .map(|_| WorkerProc::spawn(&t.url, &t.schema, &["--slots", "4"]))
-        .collect();
-    for w in &workers {
-        w.ready(Duration::from_secs(10)).await;
-    }
+    let _workers = ready_workers(&t, 2, &["--slots", "4"]).await;
     let jobs: Vec<NewJob> = (0..400).map(|_| sleep_job("default", 50, 0)).collect();
     drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &jobs)
         .await

@@ -64,31 +64,8 @@ pub async fn jobs_enqueue_many(
         let done = crate::unique::jobs_enqueue_unique(client, schema, jobs).await?;
         return Ok(done.into_iter().map(|e| e.id).collect());
     }
-    let queue: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-    let kind: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let payload: Vec<Json<&serde_json::value::RawValue>> =
-        jobs.iter().map(|j| Json(&*j.payload)).collect();
-    let priority: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
-    let run_at: Vec<_> = jobs.iter().map(|j| j.run_at).collect();
-    let max_attempts: Vec<_> = jobs.iter().map(|j| j.max_attempts).collect();
-    let backoff_base: Vec<_> = jobs.iter().map(|j| j.backoff_base_ms).collect();
-    let backoff_max: Vec<_> = jobs.iter().map(|j| j.backoff_max_ms).collect();
-    let timeout: Vec<_> = jobs.iter().map(|j| j.timeout_ms).collect();
-    let unique_key: Vec<_> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
-    let ordering_key: Vec<_> = jobs.iter().map(|j| j.ordering_key.as_deref()).collect();
-    let params: [(&(dyn ToSql + Sync), Type); 11] = [
-        (&queue, Type::TEXT_ARRAY),
-        (&kind, Type::TEXT_ARRAY),
-        (&payload, Type::JSONB_ARRAY),
-        (&priority, Type::INT2_ARRAY),
-        (&run_at, Type::TIMESTAMPTZ_ARRAY),
-        (&max_attempts, Type::INT4_ARRAY),
-        (&backoff_base, Type::INT4_ARRAY),
-        (&backoff_max, Type::INT4_ARRAY),
-        (&timeout, Type::INT4_ARRAY),
-        (&unique_key, Type::TEXT_ARRAY),
-        (&ordering_key, Type::TEXT_ARRAY),
-    ];
+    let cols = Columns::new(jobs);
+    let params = cols.params();
     let rows = client
         .query_typed(&schema.sql(JOBS_ENQUEUE_MANY), &params)
         .await
@@ -117,4 +94,54 @@ pub async fn jobs_enqueue_detailed(
             existing: false,
         })
         .collect())
+}
+
+/// A batch of jobs as one array per column, the parameters $1-$11 of the
+/// enqueue statements (the unique path appends its own).
+pub(crate) struct Columns<'a> {
+    queue: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    payload: Vec<Json<&'a serde_json::value::RawValue>>,
+    priority: Vec<i16>,
+    run_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    max_attempts: Vec<Option<i32>>,
+    backoff_base: Vec<Option<i32>>,
+    backoff_max: Vec<Option<i32>>,
+    timeout: Vec<Option<i32>>,
+    unique_key: Vec<Option<&'a str>>,
+    ordering_key: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    pub(crate) fn new(jobs: &'a [NewJob]) -> Columns<'a> {
+        Columns {
+            queue: jobs.iter().map(|j| j.queue.as_str()).collect(),
+            kind: jobs.iter().map(|j| j.kind.as_str()).collect(),
+            payload: jobs.iter().map(|j| Json(&*j.payload)).collect(),
+            priority: jobs.iter().map(|j| j.priority).collect(),
+            run_at: jobs.iter().map(|j| j.run_at).collect(),
+            max_attempts: jobs.iter().map(|j| j.max_attempts).collect(),
+            backoff_base: jobs.iter().map(|j| j.backoff_base_ms).collect(),
+            backoff_max: jobs.iter().map(|j| j.backoff_max_ms).collect(),
+            timeout: jobs.iter().map(|j| j.timeout_ms).collect(),
+            unique_key: jobs.iter().map(|j| j.unique_key.as_deref()).collect(),
+            ordering_key: jobs.iter().map(|j| j.ordering_key.as_deref()).collect(),
+        }
+    }
+
+    pub(crate) fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        vec![
+            (&self.queue, Type::TEXT_ARRAY),
+            (&self.kind, Type::TEXT_ARRAY),
+            (&self.payload, Type::JSONB_ARRAY),
+            (&self.priority, Type::INT2_ARRAY),
+            (&self.run_at, Type::TIMESTAMPTZ_ARRAY),
+            (&self.max_attempts, Type::INT4_ARRAY),
+            (&self.backoff_base, Type::INT4_ARRAY),
+            (&self.backoff_max, Type::INT4_ARRAY),
+            (&self.timeout, Type::INT4_ARRAY),
+            (&self.unique_key, Type::TEXT_ARRAY),
+            (&self.ordering_key, Type::TEXT_ARRAY),
+        ]
+    }
 }

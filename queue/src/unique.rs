@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio_postgres::GenericClient;
-use tokio_postgres::types::{Json, ToSql, Type};
+use tokio_postgres::types::Type;
 
 use crate::error::{DbResultExt, Error, Result};
 use crate::job::{JobId, NewJob};
@@ -169,18 +169,7 @@ pub async fn jobs_enqueue_unique(
     schema: &Schema,
     jobs: &[NewJob],
 ) -> Result<Vec<Enqueued>> {
-    let queue: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-    let kind: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let payload: Vec<Json<&serde_json::value::RawValue>> =
-        jobs.iter().map(|j| Json(&*j.payload)).collect();
-    let priority: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
-    let run_at: Vec<_> = jobs.iter().map(|j| j.run_at).collect();
-    let max_attempts: Vec<_> = jobs.iter().map(|j| j.max_attempts).collect();
-    let backoff_base: Vec<_> = jobs.iter().map(|j| j.backoff_base_ms).collect();
-    let backoff_max: Vec<_> = jobs.iter().map(|j| j.backoff_max_ms).collect();
-    let timeout: Vec<_> = jobs.iter().map(|j| j.timeout_ms).collect();
-    let unique_key: Vec<_> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
-    let ordering_key: Vec<_> = jobs.iter().map(|j| j.ordering_key.as_deref()).collect();
+    let cols = crate::enqueue::Columns::new(jobs);
     let scope: Vec<&str> = jobs
         .iter()
         .map(|j| j.unique_scope.unwrap_or_default().kind())
@@ -189,21 +178,9 @@ pub async fn jobs_enqueue_unique(
         .iter()
         .map(|j| j.unique_scope.and_then(UniqueScope::window_s))
         .collect();
-    let params: [(&(dyn ToSql + Sync), Type); 13] = [
-        (&queue, Type::TEXT_ARRAY),
-        (&kind, Type::TEXT_ARRAY),
-        (&payload, Type::JSONB_ARRAY),
-        (&priority, Type::INT2_ARRAY),
-        (&run_at, Type::TIMESTAMPTZ_ARRAY),
-        (&max_attempts, Type::INT4_ARRAY),
-        (&backoff_base, Type::INT4_ARRAY),
-        (&backoff_max, Type::INT4_ARRAY),
-        (&timeout, Type::INT4_ARRAY),
-        (&unique_key, Type::TEXT_ARRAY),
-        (&ordering_key, Type::TEXT_ARRAY),
-        (&scope, Type::TEXT_ARRAY),
-        (&window, Type::INT4_ARRAY),
-    ];
+    let mut params = cols.params();
+    params.push((&scope, Type::TEXT_ARRAY));
+    params.push((&window, Type::INT4_ARRAY));
     let rows = client
         .query_typed(&schema.sql(JOBS_ENQUEUE_UNIQUE), &params)
         .await
