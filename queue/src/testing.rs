@@ -34,6 +34,24 @@ impl TestDb {
     }
 
     /// A new connection to the test schema.
+    /// A connection for a worker `id` registered with lease `ttl` (serving
+    /// `default`, 64 slots).
+    pub async fn registered(&self, id: &str, ttl: std::time::Duration) -> Conn {
+        let conn = self.conn().await;
+        let me = crate::WorkerInfo {
+            id: id.to_string(),
+            host: "test".into(),
+            pid: 1,
+            version: "test".into(),
+            queues: vec!["default".into()],
+            slots: 64,
+        };
+        crate::worker_register(&conn, &me, ttl)
+            .await
+            .expect("register test worker");
+        conn
+    }
+
     pub async fn conn(&self) -> Conn {
         Conn::connect(&self.db, &self.schema)
             .await

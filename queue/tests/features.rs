@@ -12,23 +12,8 @@ use drove_queue::queues::{queue_create, queue_update};
 use drove_queue::testing::TestDb;
 use drove_queue::*;
 
-fn worker(id: &str) -> WorkerInfo {
-    WorkerInfo {
-        id: id.to_string(),
-        host: "test".into(),
-        pid: 1,
-        version: "test".into(),
-        queues: vec!["default".into()],
-        slots: 64,
-    }
-}
-
 async fn registered(t: &TestDb, id: &str) -> Conn {
-    let conn = t.conn().await;
-    worker_register(&conn, &worker(id), Duration::from_secs(60))
-        .await
-        .unwrap();
-    conn
+    t.registered(id, Duration::from_secs(60)).await
 }
 
 fn ids(jobs: &[ClaimedJob]) -> Vec<JobId> {

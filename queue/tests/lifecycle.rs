@@ -7,21 +7,8 @@ use std::time::Duration;
 use drove_queue::testing::TestDb;
 use drove_queue::*;
 
-fn worker(id: &str) -> WorkerInfo {
-    WorkerInfo {
-        id: id.to_string(),
-        host: "test".into(),
-        pid: 1,
-        version: "test".into(),
-        queues: vec!["default".into()],
-        slots: 4,
-    }
-}
-
 async fn registered(t: &TestDb, id: &str, ttl: Duration) -> Conn {
-    let conn = t.conn().await;
-    worker_register(&conn, &worker(id), ttl).await.unwrap();
-    conn
+    t.registered(id, ttl).await
 }
 
 fn done(job: &ClaimedJob) -> Completion {
@@ -531,7 +518,7 @@ async fn paused_queue_is_not_claimed_and_scheduled_jobs_wait() {
     let stats = stats_read(w.client(), &t.schema).await.unwrap();
     let q = &stats.queues[0];
     assert_eq!((q.available, q.scheduled, q.running), (0, 1, 1));
-    assert_eq!((stats.fleet.workers, stats.fleet.slots), (1, 4));
+    assert_eq!((stats.fleet.workers, stats.fleet.slots), (1, 64));
 }
 
 #[tokio::test]
