@@ -49,8 +49,13 @@ WITH c AS (
            now(), $5, unique_key, ordering_key, payload, progress, result, errors
     FROM done
     RETURNING id
+), woken AS (
+    -- The next job of a finished job's ordering key can run now: wake the
+    -- workers (nothing to do for jobs without a key).
+    SELECT count(pg_notify('{jobs_chan}', q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM done WHERE ordering_key IS NOT NULL) q
 )
-SELECT COALESCE(array_agg(id), '{}') FROM ins"
+SELECT (SELECT COALESCE(array_agg(id), '{}') FROM ins), (SELECT n FROM woken)"
 );
 
 /// Successes found by id (their row moved since the claim, or no address).
@@ -70,8 +75,13 @@ WITH c AS (
            now(), $4, unique_key, ordering_key, payload, progress, result, errors
     FROM done
     RETURNING id
+), woken AS (
+    -- The next job of a finished job's ordering key can run now: wake the
+    -- workers (nothing to do for jobs without a key).
+    SELECT count(pg_notify('{jobs_chan}', q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM done WHERE ordering_key IS NOT NULL) q
 )
-SELECT COALESCE(array_agg(id), '{}') FROM ins"
+SELECT (SELECT COALESCE(array_agg(id), '{}') FROM ins), (SELECT n FROM woken)"
 );
 
 /// One finished success: (id, attempt) as claimed, and the handler's result.

@@ -91,7 +91,13 @@ const FLOOR_INSERT: &str = "INSERT INTO {s}.bench_commit DEFAULT VALUES";
 
 /// Enqueues `n` no-op jobs in bulk, `CHUNK` per statement; returns the time taken.
 pub async fn noop_bulk(t: &Target, n: u64, show: bool) -> Result<Duration> {
-    let chunk = vec![NewJob::new("noop"); CHUNK];
+    let keys = t.features.ordering_keys;
+    let chunk: Vec<NewJob> = (0..CHUNK as u64)
+        .map(|i| match keys {
+            0 => NewJob::new("noop"),
+            k => NewJob::new("noop").with_ordering_key(format!("k{}", i % k)),
+        })
+        .collect();
     let progress = if show {
         bar(n, "enqueue bulk")
     } else {

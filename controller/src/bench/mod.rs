@@ -124,6 +124,20 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     sustained_workers: usize,
 
+    /// Give the jobs ordering keys, round-robin over this many keys (0: none),
+    /// to measure what ordering costs.
+    #[arg(long, default_value_t = 0)]
+    ordering_keys: u64,
+
+    /// Set the queue's max_running (e.g. a limit too high to bind, to
+    /// measure what the limited claim path costs).
+    #[arg(long)]
+    max_running: Option<i32>,
+
+    /// Set the queue's rate limit, jobs started per second.
+    #[arg(long)]
+    rate: Option<f64>,
+
     /// The drove-worker binary [default: next to this drove binary].
     #[arg(long)]
     worker_bin: Option<PathBuf>,
@@ -178,7 +192,12 @@ pub async fn run(db: &DbArgs, args: BenchArgs) -> Result<ExitCode> {
             300
         },
     };
-    let target = Target::open(db, &needs).await?;
+    let mut target = Target::open(db, &needs).await?;
+    target.features = target::Features {
+        ordering_keys: args.ordering_keys,
+        max_running: args.max_running,
+        rate: args.rate,
+    };
     let mut report = Report::new(args.json);
     let result = run_plan(&target, &args, &plan, &mut report).await;
     report.finish();
@@ -196,6 +215,16 @@ async fn run_plan(
 ) -> Result<()> {
     let mut env = sys::machine();
     env.extend(t.settings().await?);
+    let f = &t.features;
+    if f.ordering_keys > 0 {
+        env.insert("ordering_keys".into(), f.ordering_keys.into());
+    }
+    if let Some(m) = f.max_running {
+        env.insert("max_running".into(), m.into());
+    }
+    if let Some(r) = f.rate {
+        env.insert("rate_per_sec".into(), r.into());
+    }
     report.environment(&env);
     let spawner = Spawner::new(args.worker_bin.clone(), &t.url, t.schema.name())?;
     let batches = if args.batch.is_empty() {

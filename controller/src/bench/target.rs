@@ -25,6 +25,8 @@ pub struct Target {
     /// The server runs on this machine (its CPU can be read from /proc).
     pub server: Option<Server>,
     pub throwaway: bool,
+    /// Queue features the jobs use (`--ordering-keys`, `--max-running`, `--rate`).
+    pub features: Features,
     owns_schema: bool,
     pg: Option<PgTemp>,
 }
@@ -85,6 +87,7 @@ impl Target {
             server,
             throwaway,
             owns_schema,
+            features: Features::default(),
             pg,
         })
     }
@@ -129,7 +132,8 @@ impl Target {
         Ok(m)
     }
 
-    /// Empties the bench's schema between runs: jobs, finished jobs, workers.
+    /// Empties the bench's schema between runs: jobs, finished jobs, workers;
+    /// sets the `default` queue's limits to the ones measured.
     pub async fn reset(&self) -> Result<()> {
         self.conn
             .client()
@@ -139,6 +143,17 @@ impl Target {
             ))
             .await
             .context("resetting the bench schema")?;
+        self.conn
+            .client()
+            .execute(
+                &self.schema.sql(
+                    "UPDATE {s}.queues SET max_running = $1, rate_per_sec = $2, rate_tokens = NULL
+                     WHERE name = 'default'",
+                ),
+                &[&self.features.max_running, &self.features.rate],
+            )
+            .await
+            .context("setting the bench queue's limits")?;
         Ok(())
     }
 
@@ -241,4 +256,15 @@ async fn claim_schema(conn: &mut Conn, schema: &Schema) -> Result<bool> {
         );
     }
     Ok(false)
+}
+
+/// Queue features the measured jobs use, to show what each costs.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    /// Jobs get ordering keys `k0..kN` round-robin (0: none).
+    pub ordering_keys: u64,
+    /// The queue's max_running (set high, it makes claims take the limited path).
+    pub max_running: Option<i32>,
+    /// The queue's rate_per_sec.
+    pub rate: Option<f64>,
 }
