@@ -32,7 +32,7 @@ fi
 # With a test filter, only the cargo tests were asked for.
 if [ $# -eq 0 ]; then
     DROVE_DEPLOY_NO_BUILD=1 scripts/check-deploy.sh || failed+=("deploy checks (scripts/check-deploy.sh)")
-    DROVE_BIN_DIR=${CARGO_TARGET_DIR:-target}/debug scripts/test-dashboard.sh || failed+=("dashboard browser test (scripts/test-dashboard.sh)")
+    env -u PG_PORT -u PG_URL DROVE_BIN_DIR=${CARGO_TARGET_DIR:-target}/debug scripts/test-dashboard.sh || failed+=("dashboard browser test (scripts/test-dashboard.sh)")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
