@@ -8,32 +8,16 @@ use crate::error::{DbResultExt, Result};
 use crate::job::{JobId, NewJob};
 use crate::schema::Schema;
 
-/// Inserts every job in one statement and wakes listening workers for the
-/// queues that have jobs due now. Fails as a whole (nothing inserted) if any
-/// job names an unknown queue. Returns the ids in input order.
-const JOBS_ENQUEUE_MANY: &str = "
-WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[],
-                         $6::int4[], $7::int4[], $8::int4[], $9::int4[], $10::text[], $11::text[])
-        WITH ORDINALITY AS t(queue, kind, payload, priority, run_at, max_attempts,
-                             backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, ordering_key, ord)
-), missing AS (
-    SELECT {s}.unknown_queue(d.queue) FROM (SELECT DISTINCT queue FROM input) d
-    WHERE NOT EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = d.queue)
-), ins AS (
-    INSERT INTO {s}.jobs (queue, kind, payload, priority, run_at, max_attempts,
-                          backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, ordering_key)
-    SELECT queue, kind, payload, priority, COALESCE(run_at, now()), max_attempts,
-           backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, ordering_key
-    FROM input
-    WHERE NOT EXISTS (SELECT 1 FROM missing)
-    ORDER BY ord
-    RETURNING id, queue, run_at
-), woken AS (
-    SELECT count(pg_notify('{jobs_chan}', d.queue)) AS n
-    FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) d
-)
-SELECT ins.id FROM ins, woken ORDER BY ins.id";
+/// Inserts every job in one statement (the function of migration 005,
+/// whose plan the server keeps) and wakes listening workers for the queues
+/// that have jobs due now. Fails as a whole (nothing inserted) if any job
+/// names an unknown queue. Returns the ids in input order.
+const JOBS_ENQUEUE_MANY: &str =
+    "SELECT * FROM {s}.jobs_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Batches of at least this many jobs (without unique keys) are written
+/// with `COPY`, which inserts rows page by page instead of one by one.
+pub const COPY_MIN_JOBS: usize = 1000;
 
 /// Enqueues one job; see [`jobs_enqueue_many`].
 pub async fn jobs_enqueue(
@@ -64,6 +48,9 @@ pub async fn jobs_enqueue_many(
         let done = crate::unique::jobs_enqueue_unique(client, schema, jobs).await?;
         return Ok(done.into_iter().map(|e| e.id).collect());
     }
+    if jobs.len() >= COPY_MIN_JOBS && copyable(jobs) {
+        return crate::enqueue_copy::jobs_copy_in(client, schema, jobs).await;
+    }
     let cols = Columns::new(jobs);
     let params = cols.params();
     let rows = client
@@ -71,6 +58,14 @@ pub async fn jobs_enqueue_many(
         .await
         .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// COPY cannot fill a column from its default for some rows only: every
+/// job must leave `run_at` to the database, or every job must set it.
+fn copyable(jobs: &[NewJob]) -> bool {
+    let first = jobs[0].run_at.is_some();
+    jobs.iter()
+        .all(|j| j.run_at.is_some() == first && j.unique_key.is_none())
 }
 
 /// [`jobs_enqueue_many`], saying for each job whether it was inserted or a

@@ -23,6 +23,7 @@ pub mod conn;
 pub mod connect;
 pub mod cron;
 pub mod enqueue;
+mod enqueue_copy;
 pub mod error;
 pub mod inspect;
 pub mod job;

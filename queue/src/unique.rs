@@ -111,57 +111,9 @@ pub struct Enqueued {
     pub existing: bool,
 }
 
-const JOBS_ENQUEUE_UNIQUE: &str = "
-WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[],
-                         $6::int4[], $7::int4[], $8::int4[], $9::int4[], $10::text[], $11::text[],
-                         $12::text[], $13::int4[])
-        WITH ORDINALITY AS t(queue, kind, payload, priority, run_at, max_attempts, backoff_base_ms,
-                             backoff_max_ms, timeout_ms, unique_key, ordering_key, scope, window_s, ord)
-), missing AS (
-    SELECT {s}.unknown_queue(d.queue) FROM (SELECT DISTINCT queue FROM input) d
-    WHERE NOT EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = d.queue)
-), ids AS (
-    SELECT ord, nextval(pg_get_serial_sequence('{s}.jobs', 'id')) AS id
-    FROM input WHERE NOT EXISTS (SELECT 1 FROM missing)
-), wanted AS (
-    -- The first job of each key in the batch competes for it.
-    SELECT DISTINCT ON (i.queue, i.unique_key) i.queue, i.unique_key, ids.id, i.scope, i.window_s
-    FROM input i JOIN ids USING (ord)
-    WHERE i.unique_key IS NOT NULL
-    ORDER BY i.queue, i.unique_key, i.ord
-), held AS (
-    INSERT INTO {s}.unique_keys AS u (queue, key, job_id, scope, expires_at)
-    SELECT queue, unique_key, id, scope,
-           CASE WHEN scope = 'window' THEN now() + window_s * interval '1 second' END
-    FROM wanted
-    ON CONFLICT (queue, key) DO UPDATE SET
-        -- An expired window is free again; any other holder keeps the key.
-        job_id = CASE WHEN u.scope = 'window' AND u.expires_at <= now() THEN EXCLUDED.job_id ELSE u.job_id END,
-        scope = CASE WHEN u.scope = 'window' AND u.expires_at <= now() THEN EXCLUDED.scope ELSE u.scope END,
-        expires_at = CASE WHEN u.scope = 'window' AND u.expires_at <= now() THEN EXCLUDED.expires_at ELSE u.expires_at END
-    RETURNING u.queue, u.key, u.job_id
-), ins AS (
-    INSERT INTO {s}.jobs (id, queue, kind, payload, priority, run_at, max_attempts,
-                          backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, ordering_key)
-    SELECT ids.id, i.queue, i.kind, i.payload, i.priority, COALESCE(i.run_at, now()), i.max_attempts,
-           i.backoff_base_ms, i.backoff_max_ms, i.timeout_ms, i.unique_key, i.ordering_key
-    FROM input i JOIN ids USING (ord)
-    WHERE i.unique_key IS NULL
-       OR EXISTS (SELECT 1 FROM held h WHERE h.queue = i.queue AND h.key = i.unique_key AND h.job_id = ids.id)
-    ORDER BY i.ord
-    RETURNING id, queue, run_at
-), woken AS (
-    SELECT count(pg_notify('{jobs_chan}', d.queue)) AS n
-    FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) d
-)
-SELECT COALESCE(ins.id, h.job_id), ins.id IS NULL
-FROM input i
-JOIN ids USING (ord)
-LEFT JOIN ins ON ins.id = ids.id
-LEFT JOIN held h ON h.queue = i.queue AND h.key = i.unique_key
-CROSS JOIN woken
-ORDER BY i.ord";
+/// The statement is the function of migration 005 (its plan is kept by
+/// the server): one row per input job, in input order.
+const JOBS_ENQUEUE_UNIQUE: &str = "SELECT id, existing FROM {s}.jobs_enqueue_unique($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// Enqueues jobs of which some carry a unique key; see the module docs.
 pub async fn jobs_enqueue_unique(
