@@ -134,16 +134,23 @@ pub async fn drain(
 }
 
 /// Polls until no job is live; samples the workers' memory and connections.
+///
+/// The poll must cost the database little, since it shares the machine
+/// with what it measures: it reads the highest id recorded finished (the
+/// right edge of `jobs_done`'s primary key), and only once that reaches the
+/// last job enqueued does it look for live jobs, from the lowest id seen,
+/// which steps over the dead entries that claims leave in `jobs`' primary
+/// key (3.7 ms a poll in the middle of a drain, 7% of a core, when it was
+/// the poll throughout).
 async fn watch(t: &Target, procs: &mut [WorkerProc], jobs: u64) -> Result<(Vec<u64>, i64)> {
     let c = t.conn.client();
-    // From the lowest id seen so far: the index scan starts there instead of
-    // stepping over every dead entry at the left of the primary key.
     let min_sql = t.schema.sql("SELECT min(id) FROM {s}.jobs WHERE id >= $1");
-    let first: i64 = c
-        .query_one(&min_sql, &[&0i64])
-        .await?
-        .get::<_, Option<i64>>(0)
-        .unwrap_or(0);
+    let done_sql = t.schema.sql("SELECT max(id) FROM {s}.jobs_done");
+    let row = c
+        .query_one(&t.schema.sql("SELECT min(id), max(id) FROM {s}.jobs"), &[])
+        .await?;
+    let (first, last): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+    let (first, last) = (first.unwrap_or(0), last.unwrap_or(0));
     let pids: Vec<u32> = procs.iter().map(|p| p.pid()).collect();
     let conns_sql = "SELECT application_name, count(*) FROM pg_stat_activity
                      WHERE application_name LIKE 'drove-worker %' GROUP BY 1";
@@ -151,7 +158,10 @@ async fn watch(t: &Target, procs: &mut [WorkerProc], jobs: u64) -> Result<(Vec<u
     let mut peak = vec![0u64; procs.len()];
     let mut max_conns = 0i64;
     let mut last_change = Instant::now();
-    let mut last_min = None;
+    let mut seen = None;
+    // The lowest id that may still be live: the scan for live jobs starts
+    // there, not at the dead entries of those already done.
+    let mut low = first;
     let mut tick = 0u64;
     loop {
         for (i, pid) in pids.iter().enumerate() {
@@ -159,13 +169,21 @@ async fn watch(t: &Target, procs: &mut [WorkerProc], jobs: u64) -> Result<(Vec<u
                 peak[i] = peak[i].max(kb);
             }
         }
-        let row = c.query_one(&min_sql, &[&last_min.unwrap_or(first)]).await?;
-        let min: Option<i64> = row.get(0);
-        let Some(min) = min else { break };
-        // Claims go in id order, so the lowest live id tracks progress.
-        progress.set_position((min - first).max(0) as u64);
-        if last_min != Some(min) {
-            last_min = Some(min);
+        let done: Option<i64> = c.query_one(&done_sql, &[]).await?.get(0);
+        let done = done.unwrap_or(0);
+        // Progress: claims go in id order, so the highest id finished is
+        // near the number done; near the end, the lowest id still live.
+        let now = if done < last {
+            done
+        } else {
+            let min: Option<i64> = c.query_one(&min_sql, &[&low]).await?.get(0);
+            let Some(min) = min else { break };
+            low = min;
+            min
+        };
+        progress.set_position((now - first).max(0) as u64);
+        if seen != Some(now) {
+            seen = Some(now);
             last_change = Instant::now();
         } else if last_change.elapsed() > STALL {
             bail!("drain stalled: no progress for {STALL:?}");

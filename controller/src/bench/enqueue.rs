@@ -1,6 +1,7 @@
 //! enqueue: bulk enqueue throughput (no-op jobs through drove's batch
-//! enqueue, in chunks), and the latency of enqueueing one job at a time
-//! (each its own transaction, so each waits for its commit).
+//! enqueue, in chunks of `CHUNK`, on one or more connections side by
+//! side), and the latency of enqueueing one job at a time (each its own
+//! transaction, so each waits for its commit).
 //!
 //! A durable commit costs a WAL flush, which on a shared disk dominates
 //! the single-job latency. So the single enqueues alternate with the floor
@@ -18,8 +19,28 @@ use super::target::Target;
 /// Jobs per bulk enqueue statement.
 pub const CHUNK: usize = 10_000;
 
-pub async fn run(t: &Target, jobs: u64, singles: u64, run: usize) -> Result<Vec<Figure>> {
+pub async fn run(
+    t: &Target,
+    jobs: u64,
+    connections: &[usize],
+    singles: u64,
+    run: usize,
+) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for &n in connections {
+        figures.push(bulk(t, jobs, n, run).await?);
+    }
+    figures.push(single(t, singles, run).await?);
+    Ok(figures)
+}
+
+/// Bulk enqueue of `jobs` no-op jobs over `connections` connections.
+async fn bulk(t: &Target, jobs: u64, connections: usize, run: usize) -> Result<Figure> {
     t.reset().await?;
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(drove_queue::Conn::connect(&t.db, &t.schema).await?);
+    }
     let cpu0 = t.server.map(|s| s.cpu_seconds());
     let lsn0: String = t
         .conn
@@ -27,7 +48,7 @@ pub async fn run(t: &Target, jobs: u64, singles: u64, run: usize) -> Result<Vec<
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    let took = noop_bulk(t, jobs, true).await?;
+    let took = bulk_on(t, &conns, jobs, true).await?;
     let wal: f64 = t
         .conn
         .client()
@@ -42,11 +63,20 @@ pub async fn run(t: &Target, jobs: u64, singles: u64, run: usize) -> Result<Vec<
         .map(|s| s.cpu_seconds())
         .zip(cpu0)
         .map(|(b, a)| (b - a) * 1e6 / jobs as f64);
-    let bulk = Figure::new("enqueue", run, jobs, 0, took.as_secs_f64())
+    let mut f = Figure::new("enqueue", run, jobs, 0, took.as_secs_f64())
         .with("chunk", CHUNK)
+        .with("connections", connections)
         .with_f("db_cpu_us_per_job", db_cpu)
         .with_f("wal_bytes_per_job", Some(wal / jobs as f64));
+    f.variant = Some(match connections {
+        1 => "1 connection".to_string(),
+        n => format!("{n} connections"),
+    });
+    Ok(f)
+}
 
+/// One job per transaction, interleaved with the commit floor.
+async fn single(t: &Target, singles: u64, run: usize) -> Result<Figure> {
     t.reset().await?;
     let c = t.conn.client();
     c.batch_execute(&t.schema.sql(FLOOR_SETUP)).await?;
@@ -79,18 +109,24 @@ pub async fn run(t: &Target, jobs: u64, singles: u64, run: usize) -> Result<Vec<
         .with_f("commit_floor_p99_ms", percentile(&mut floor, 0.99))
         .with_f("p50_over_floor_ms", p50.zip(floor50).map(|(a, b)| a - b));
     t.reset().await?;
-    Ok(vec![bulk, single])
+    Ok(single)
 }
 
 /// A bare table for the commit floor.
-const FLOOR_SETUP: &str = "DROP TABLE IF EXISTS {s}.bench_commit;
+pub const FLOOR_SETUP: &str = "DROP TABLE IF EXISTS {s}.bench_commit;
 CREATE TABLE {s}.bench_commit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())";
 
 /// One durable row, its own transaction.
-const FLOOR_INSERT: &str = "INSERT INTO {s}.bench_commit DEFAULT VALUES";
+pub const FLOOR_INSERT: &str = "INSERT INTO {s}.bench_commit DEFAULT VALUES";
 
-/// Enqueues `n` no-op jobs in bulk, `CHUNK` per statement; returns the time taken.
+/// Enqueues `n` no-op jobs in bulk on the target's connection, `CHUNK`
+/// per call; returns the time taken.
 pub async fn noop_bulk(t: &Target, n: u64, show: bool) -> Result<Duration> {
+    bulk_on(t, std::slice::from_ref(&t.conn), n, show).await
+}
+
+/// [`noop_bulk`] with the chunks shared out over `conns`, side by side.
+async fn bulk_on(t: &Target, conns: &[drove_queue::Conn], n: u64, show: bool) -> Result<Duration> {
     let keys = t.features.ordering_keys;
     let chunk: Vec<NewJob> = (0..CHUNK as u64)
         .map(|i| match keys {
@@ -104,13 +140,24 @@ pub async fn noop_bulk(t: &Target, n: u64, show: bool) -> Result<Duration> {
         indicatif::ProgressBar::hidden()
     };
     let started = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        let k = left.min(CHUNK);
-        drove_queue::jobs_enqueue_many(t.conn.client(), &t.schema, &chunk[..k]).await?;
-        left -= k;
-        progress.inc(k as u64);
-    }
+    let left = std::sync::atomic::AtomicUsize::new(n as usize);
+    let loops = conns.iter().map(|conn| async {
+        loop {
+            // Take the next chunk, whichever connection is free first.
+            let took = left.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |l| (l > 0).then(|| l - l.min(CHUNK)),
+            );
+            let Ok(l) = took else {
+                return Ok::<(), anyhow::Error>(());
+            };
+            let k = l.min(CHUNK);
+            drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &chunk[..k]).await?;
+            progress.inc(k as u64);
+        }
+    });
+    futures_util::future::try_join_all(loops).await?;
     progress.finish_and_clear();
     Ok(started.elapsed())
 }

@@ -8,7 +8,10 @@
 //! not drove's to shorten, so it is also reported apart: each enqueue call
 //! is timed, and `after_commit` is enqueue-to-start minus that call, i.e.
 //! from the enqueue's commit to the claim (NOTIFY, wake-up, claim), within
-//! a network round trip.
+//! a network round trip. And before the jobs, the same number of durable
+//! one-row inserts into a bare table at the same pace, with the workers
+//! idle, give this machine's floor for one commit at that pace
+//! (`commit_floor_p50/p99`): an idle machine wakes slower than a busy one.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,7 @@ pub async fn run(
         mut lat,
         mut enqueue,
         mut after_commit,
+        mut floor,
     } = measured?;
     stopped?;
     let mut f = Figure::new("latency", run, jobs, workers, 0.0)
@@ -51,18 +55,22 @@ pub async fn run(
         .with_f("enqueue_call_p50_ms", percentile(&mut enqueue, 0.50))
         .with_f("enqueue_call_p99_ms", percentile(&mut enqueue, 0.99))
         .with_f("after_commit_p50_ms", percentile(&mut after_commit, 0.50))
-        .with_f("after_commit_p99_ms", percentile(&mut after_commit, 0.99));
+        .with_f("after_commit_p99_ms", percentile(&mut after_commit, 0.99))
+        .with_f("commit_floor_p50_ms", percentile(&mut floor, 0.50))
+        .with_f("commit_floor_p99_ms", percentile(&mut floor, 0.99));
     f.seconds = 0.0;
     f.jobs_per_s = rate;
     f.worker_args = Some(args.to_string());
     Ok(f)
 }
 
-/// Per job, in ms: enqueue-to-start, the enqueue call, and the difference.
+/// Per job, in ms: enqueue-to-start, the enqueue call, and the difference;
+/// and the paced one-row commits.
 struct Measured {
     lat: Vec<f64>,
     enqueue: Vec<f64>,
     after_commit: Vec<f64>,
+    floor: Vec<f64>,
 }
 
 async fn measure(t: &Target, procs: &mut [WorkerProc], jobs: u64, rate: f64) -> Result<Measured> {
@@ -78,8 +86,11 @@ async fn measure(t: &Target, procs: &mut [WorkerProc], jobs: u64, rate: f64) -> 
     // Let the workers settle into idle (prefetch estimate, heartbeats).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    let pace = Duration::from_secs_f64(1.0 / rate);
+    let floor = commit_floor(t, jobs, pace).await?;
+
     let progress = bar(jobs, "latency");
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut tick = tokio::time::interval(pace);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut calls = std::collections::HashMap::with_capacity(jobs as usize);
     for _ in 0..jobs {
@@ -107,6 +118,7 @@ async fn measure(t: &Target, procs: &mut [WorkerProc], jobs: u64, rate: f64) -> 
         lat: Vec::with_capacity(rows.len()),
         enqueue: Vec::with_capacity(rows.len()),
         after_commit: Vec::with_capacity(rows.len()),
+        floor,
     };
     for r in &rows {
         let (id, lat): (i64, f64) = (r.get(0), r.get(1));
@@ -116,6 +128,30 @@ async fn measure(t: &Target, procs: &mut [WorkerProc], jobs: u64, rate: f64) -> 
         m.after_commit.push((lat - call).max(0.0));
     }
     Ok(m)
+}
+
+/// `n` durable one-row inserts into a bare table, one every `pace`; each
+/// call's time in ms.
+async fn commit_floor(t: &Target, n: u64, pace: Duration) -> Result<Vec<f64>> {
+    let c = t.conn.client();
+    c.batch_execute(&t.schema.sql(super::enqueue::FLOOR_SETUP))
+        .await?;
+    let insert = t.conn.prepared(super::enqueue::FLOOR_INSERT).await?;
+    let progress = bar(n, "commit floor");
+    let mut tick = tokio::time::interval(pace);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut floor = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        tick.tick().await;
+        let t0 = Instant::now();
+        c.execute(&insert, &[]).await?;
+        floor.push(t0.elapsed().as_secs_f64() * 1000.0);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    c.batch_execute(&t.schema.sql("DROP TABLE {s}.bench_commit"))
+        .await?;
+    Ok(floor)
 }
 
 async fn wait_empty(t: &Target, procs: &mut [WorkerProc]) -> Result<()> {

@@ -96,6 +96,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     raw_connections: usize,
 
+    /// Connections enqueueing side by side in the bulk enqueue. Repeat (or
+    /// separate with commas) to measure several in the same runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    enqueue_connections: Vec<usize>,
+
     /// Jobs enqueued one at a time for the enqueue latency.
     #[arg(long, default_value_t = 2_000)]
     single_jobs: u64,
@@ -184,6 +189,10 @@ pub async fn run(db: &DbArgs, args: BenchArgs) -> Result<ExitCode> {
         args.batch.iter().all(|b| *b >= 1),
         "--batch must be at least 1"
     );
+    anyhow::ensure!(
+        args.enqueue_connections.iter().all(|c| *c >= 1),
+        "--enqueue-connections must be at least 1"
+    );
     let plan = args.plan();
     let needs = Needs {
         max_connections: if plan.contains(&Workload::Idle) {
@@ -248,7 +257,15 @@ async fn run_plan(
                     }
                 }
                 Workload::Enqueue => {
-                    for f in enqueue::run(t, args.jobs, args.single_jobs, run).await? {
+                    for f in enqueue::run(
+                        t,
+                        args.jobs,
+                        &args.enqueue_connections,
+                        args.single_jobs,
+                        run,
+                    )
+                    .await?
+                    {
                         report.add(f);
                     }
                 }
