@@ -557,3 +557,46 @@ async fn serve_refuses_an_unmigrated_schema_unless_asked_to_migrate() {
         .await
         .unwrap();
 }
+
+/// The leader's vacuumer vacuums `jobs` once the workers have left enough
+/// dead rows (thresholds lowered for the test), and counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn vacuumer_vacuums_jobs_past_its_threshold() {
+    let (t, conn) = test_db().await;
+    let s = ServeProc::spawn(
+        &t.url,
+        &t.schema,
+        &[
+            "--vacuum-interval",
+            "200ms",
+            "--vacuum-min-dead",
+            "1000",
+            "--vacuum-dead-fraction",
+            "0",
+        ],
+    );
+    s.ready(Duration::from_secs(15)).await;
+    let w = WorkerProc::spawn(&t.url, &t.schema, &[]);
+    w.ready(Duration::from_secs(10)).await;
+    let jobs: Vec<drove_queue::NewJob> = (0..3000)
+        .map(|_| drove_queue::NewJob::new("noop"))
+        .collect();
+    drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "a vacuum of jobs", || async {
+        (s.metric("drove_vacuums_total{table=\"jobs\"}") >= 1.0).then_some(())
+    })
+    .await;
+    let vacuums: i64 = conn
+        .client()
+        .query_one(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'jobs'",
+            &[&t.schema.name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(vacuums >= 1, "PostgreSQL saw {vacuums} vacuums of jobs");
+    assert_eq!(totals(&conn).await.1, 3000, "every job succeeded");
+}

@@ -10,6 +10,8 @@
 //! - [`registry`]: worker rows; one heartbeat extends all of a worker's leases.
 //! - [`complete`]: fenced success, failure with backoff, cancel, release, progress.
 //! - [`reaper`]: reclaiming the jobs of workers whose lease expired.
+//! - [`prune`], [`vacuum`]: deleting finished jobs past retention, and
+//!   vacuuming the job tables as often as the job rate needs.
 //! - [`inspect`], [`admin`], [`queues`], [`stats`]: operator reads and actions.
 //!
 //! Guarantee: execution is at-least-once (a job whose worker dies runs again
@@ -39,6 +41,7 @@ pub mod stats;
 pub mod testing;
 pub mod tid;
 pub mod unique;
+pub mod vacuum;
 
 pub use admin::{Cancelled, job_cancel, job_retry, jobs_retry, jobs_retry_dead};
 pub use claim::{Claim, jobs_claim, jobs_claim_hinted};

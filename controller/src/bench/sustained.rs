@@ -3,8 +3,9 @@
 //! throughput holds as finished jobs accumulate and are pruned.
 //!
 //! The queue keeps succeeded jobs for 2 seconds during the run, and the
-//! bench runs `drove_queue::prune::jobs_prune` in a loop beside the workers
-//! (what the controller's pruner does). Progress marks: the finish time of
+//! bench runs `drove_queue::prune::jobs_prune` and
+//! `drove_queue::vacuum::tables_vacuum_due` in loops beside the workers
+//! (what the controller's pruner and vacuumer do). Progress marks: the finish time of
 //! every 100,000th job by id, read before pruning removes it. Claims go in
 //! id order, so the k-th mark finishes when about k × 100,000 jobs have;
 //! the jobs in flight around a mark (a few thousand) blur it by tens of
@@ -27,6 +28,8 @@ const WINDOW: u64 = 100_000;
 const KEEP: &str = "2 seconds";
 /// Rows per pruning statement.
 const PRUNE_BATCH: i64 = 10_000;
+/// How often the dead rows are checked (the controller's default).
+const VACUUM_CHECK: Duration = Duration::from_secs(2);
 
 pub async fn run(
     t: &Target,
@@ -59,17 +62,20 @@ pub async fn run(
         procs.push(spawner.spawn(&argv, &format!("sustained{i}"))?);
     }
     let pruner_conn = Conn::connect(&t.db, &t.schema).await?;
+    let vacuum_conn = Conn::connect(&t.db, &t.schema).await?;
     let stop_pruning = tokio_util::sync::CancellationToken::new();
     let pruner = prune_loop(&pruner_conn, t, stop_pruning.clone());
+    let vacuumer = vacuum_loop(&vacuum_conn, t, stop_pruning.clone());
     let watched = async {
         let r = watch(t, &mut procs, first, jobs).await;
         stop_pruning.cancel();
         r
     };
-    let (marks, pruned) = tokio::join!(watched, pruner);
+    let (marks, pruned, vacuums) = tokio::join!(watched, pruner, vacuumer);
     let stopped = stop_all(procs).await;
     let marks = marks?;
     let pruned = pruned?;
+    let vacuums = vacuums?;
     stopped?;
 
     // Throughput per window, from the marks.
@@ -130,6 +136,18 @@ pub async fn run(
         .with("jobs_dead_tuples", row.get::<_, i64>(5))
         .with("jobs_done_dead_tuples", row.get::<_, i64>(6))
         .with("jobs_autovacuums", row.get::<_, i64>(7))
+        .with(
+            "jobs_vacuums",
+            vacuums.iter().filter(|v| v.table == "jobs").count(),
+        )
+        .with(
+            "jobs_done_vacuums",
+            vacuums.iter().filter(|v| v.table == "jobs_done").count(),
+        )
+        .with_f(
+            "vacuum_seconds",
+            Some(vacuums.iter().map(|v| v.took.as_secs_f64()).sum()),
+        )
         .with("jobs_done_autovacuums", row.get::<_, i64>(8))
         .with("keep_succeeded", KEEP);
     f.worker_args = Some(args.to_string());
@@ -165,6 +183,27 @@ async fn prune_loop(
         }
     }
     Ok(total)
+}
+
+/// Vacuums the job tables when due (the controller's vacuumer) until
+/// stopped; returns the vacuums that ran.
+async fn vacuum_loop(
+    conn: &Conn,
+    t: &Target,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Vec<drove_queue::vacuum::Vacuumed>> {
+    let policy = drove_queue::vacuum::VacuumPolicy::default();
+    let mut all = Vec::new();
+    while !stop.is_cancelled() {
+        all.extend(
+            drove_queue::vacuum::tables_vacuum_due(conn.client(), &t.schema, &policy).await?,
+        );
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(VACUUM_CHECK) => {}
+        }
+    }
+    Ok(all)
 }
 
 /// Reads the finish time of every WINDOW-th job as it finishes.

@@ -8,15 +8,17 @@
 //! - [`scheduler`]: wakes workers when delayed jobs come due.
 //! - [`stats`]: refreshes the cached queue statistics behind `/metrics`,
 //!   the dashboard and the scaling policy.
+//! - [`vacuumer`]: vacuums the job tables as often as the job rate needs.
 //!
-//! The reaper, pruner, cron and scheduler run only on the leader; every controller
-//! refreshes its own statistics.
+//! The reaper, pruner, cron, scheduler and vacuumer run only on the leader;
+//! every controller refreshes its own statistics.
 
 pub mod cron;
 pub mod pruner;
 pub mod reaper;
 pub mod scheduler;
 pub mod stats;
+pub mod vacuumer;
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,9 +38,14 @@ pub trait Service: Send + Sync {
     fn leader_only(&self) -> bool;
     /// One pass; returns a short description of what it did, if anything.
     fn run_once(&self) -> impl Future<Output = anyhow::Result<Option<String>>> + Send;
+    /// A pass taking longer than this is abandoned.
+    fn timeout(&self) -> Duration {
+        PASS_TIMEOUT
+    }
 }
 
-/// Each pass may take at most this long before it is abandoned.
+/// Each pass may take at most this long before it is abandoned (unless the
+/// service says otherwise).
 pub const PASS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `svc` every interval until `stop`; a failed pass is logged and
@@ -52,7 +59,8 @@ pub async fn run_loop<S: Service>(
     let name = svc.name();
     loop {
         if !svc.leader_only() || *leader.borrow() {
-            let pass = tokio::time::timeout(PASS_TIMEOUT, svc.run_once());
+            let timeout = svc.timeout();
+            let pass = tokio::time::timeout(timeout, svc.run_once());
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
                 r = pass => r,
@@ -67,7 +75,7 @@ pub async fn run_loop<S: Service>(
                 }
                 Err(_) => {
                     metrics.loop_errors.with_label_values(&[name]).inc();
-                    tracing::warn!(task = name, "pass timed out after {PASS_TIMEOUT:?}");
+                    tracing::warn!(task = name, "pass timed out after {timeout:?}");
                 }
             }
         }

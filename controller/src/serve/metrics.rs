@@ -45,6 +45,7 @@ pub struct ControllerMetrics {
     pub cron_fired: IntCounter,
     pub reaped: IntCounter,
     pub pruned: IntCounter,
+    pub vacuums: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
 }
@@ -86,6 +87,7 @@ impl ControllerMetrics {
             cron_fired: reg(&r, IntCounter::new("drove_cron_fired_total", "Jobs enqueued by cron schedules.").unwrap()),
             reaped: reg(&r, IntCounter::new("drove_reaped_jobs_total", "Jobs reclaimed from dead workers by this controller.").unwrap()),
             pruned: reg(&r, IntCounter::new("drove_pruned_jobs_total", "Finished jobs deleted after their retention.").unwrap()),
+            vacuums: reg(&r, IntCounterVec::new(Opts::new("drove_vacuums_total", "VACUUMs the vacuumer ran, by table (jobs, jobs_done)."), &["table"]).unwrap()),
             http_requests: reg(&r, IntCounterVec::new(Opts::new("drove_http_requests_total", "HTTP requests by route template and status."), &["route", "status"]).unwrap()),
             http_seconds: reg(&r, HistogramVec::new(HistogramOpts::new("drove_http_request_duration_seconds", "HTTP request time by route template.").buckets(vec![0.001, 0.005, 0.025, 0.1, 0.5, 2.5]), &["route"]).unwrap()),
             registry: r,

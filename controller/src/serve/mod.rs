@@ -1,7 +1,7 @@
 //! `drove serve`: the controller. One process serves health, metrics and
 //! the API, refreshes the cached statistics, and campaigns for leadership;
-//! the leader also runs the reaper, the pruner, cron and the scaler. Any
-//! number of controllers may run side by side.
+//! the leader also runs the reaper, the pruner, the vacuumer, cron and the
+//! scaler. Any number of controllers may run side by side.
 
 pub mod api;
 pub mod auth;
@@ -29,10 +29,12 @@ use crate::maintenance::reaper::{Reaper, ReaperConfig};
 use crate::maintenance::run_loop;
 use crate::maintenance::scheduler::{Scheduler, SchedulerConfig};
 use crate::maintenance::stats::{StatsCache, StatsConfig, StatsRefresher};
+use crate::maintenance::vacuumer::{Vacuumer, VacuumerConfig};
 use crate::scaling::backend::Backend;
 use crate::scaling::scaler::{Scaler, ScalingStatus};
 use crate::scaling::{ScalerKind, ScalingArgs};
 use auth::Token;
+use drove_queue::vacuum::VacuumPolicy;
 use metrics::ControllerMetrics;
 use state::{AppState, Inner};
 
@@ -60,6 +62,16 @@ pub struct ServeArgs {
     /// How often the leader prunes finished jobs past retention.
     #[arg(long, env = "DROVE_PRUNE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub prune_interval: Duration,
+    /// How often the leader checks the job tables' dead rows and vacuums
+    /// those past the thresholds below ("0s": leave it all to autovacuum).
+    #[arg(long, env = "DROVE_VACUUM_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub vacuum_interval: Duration,
+    /// A job table is vacuumed once it has at least this many dead rows ...
+    #[arg(long, env = "DROVE_VACUUM_MIN_DEAD", default_value_t = VacuumPolicy::default().min_dead)]
+    pub vacuum_min_dead: i64,
+    /// ... and at least this fraction of its live rows dead.
+    #[arg(long, env = "DROVE_VACUUM_DEAD_FRACTION", default_value_t = VacuumPolicy::default().dead_fraction)]
+    pub vacuum_dead_fraction: f64,
     /// A cron time missed by at most this long still fires (restarts).
     #[arg(long, env = "DROVE_CRON_LATE_TOLERANCE", default_value = "5m", value_parser = humantime::parse_duration)]
     pub cron_late_tolerance: Duration,
@@ -227,6 +239,25 @@ pub async fn run(db: &DbArgs, args: ServeArgs, shutdown: CancellationToken) -> R
         loops.1.clone(),
         loops.2.clone(),
     ));
+    if !args.vacuum_interval.is_zero() {
+        tasks.spawn(run_loop(
+            Vacuumer {
+                pool: pool.clone(),
+                schema: schema.clone(),
+                metrics: metrics.clone(),
+                config: VacuumerConfig {
+                    interval: args.vacuum_interval,
+                    policy: VacuumPolicy {
+                        min_dead: args.vacuum_min_dead,
+                        dead_fraction: args.vacuum_dead_fraction,
+                    },
+                },
+            },
+            loops.0.clone(),
+            loops.1.clone(),
+            loops.2.clone(),
+        ));
+    }
     tasks.spawn(run_loop(
         CronFirer {
             pool: pool.clone(),
