@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "enqueue_functions",
         include_str!("../migrations/005_enqueue_functions.sql"),
     ),
+    (
+        6,
+        "outcome_functions",
+        include_str!("../migrations/006_outcome_functions.sql"),
+    ),
 ];
 
 /// What a migration run did.
