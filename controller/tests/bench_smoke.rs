@@ -59,6 +59,14 @@ fn bench_runs_every_default_workload_to_completion() {
         }
     }
     assert!(figure("latency").get("p99_ms").is_some());
+    assert!(figure("latency").get("commit_floor_p50_ms").is_some());
+    // Bulk enqueue on one connection and on two side by side.
+    let enqueue_connections: Vec<i64> = lines
+        .iter()
+        .filter(|l| l["workload"] == "enqueue" && l.get("summary").is_none())
+        .filter_map(|l| l["connections"].as_i64())
+        .collect();
+    assert_eq!(enqueue_connections, [1, 2], "{stdout}");
     assert!(figure("enqueue_one").get("p50_ms").is_some());
     assert!(lines.iter().any(|l| l["workload"] == "environment"));
     // One raw figure per batch size, and drain's ratio to the best of them.
