@@ -79,8 +79,7 @@ async fn bulk(t: &Target, jobs: u64, connections: usize, run: usize) -> Result<F
 async fn single(t: &Target, singles: u64, run: usize) -> Result<Figure> {
     t.reset().await?;
     let c = t.conn.client();
-    c.batch_execute(&t.schema.sql(FLOOR_SETUP)).await?;
-    let floor_insert = t.conn.prepared(FLOOR_INSERT).await?;
+    let commit = CommitFloor::create(t).await?;
     let job = NewJob::new("noop");
     let progress = bar(singles, "enqueue 1 by 1");
     let mut lat = Vec::with_capacity(singles as usize);
@@ -92,14 +91,11 @@ async fn single(t: &Target, singles: u64, run: usize) -> Result<Figure> {
         let took = t0.elapsed();
         enqueueing += took;
         lat.push(took.as_secs_f64() * 1000.0);
-        let t0 = Instant::now();
-        c.execute(&floor_insert, &[]).await?;
-        floor.push(t0.elapsed().as_secs_f64() * 1000.0);
+        floor.push(commit.time().await?);
         progress.inc(1);
     }
     progress.finish_and_clear();
-    c.batch_execute(&t.schema.sql("DROP TABLE {s}.bench_commit"))
-        .await?;
+    commit.drop_table().await?;
     let p50 = percentile(&mut lat, 0.50);
     let floor50 = percentile(&mut floor, 0.50);
     let single = Figure::new("enqueue_one", run, singles, 0, enqueueing.as_secs_f64())
@@ -112,12 +108,47 @@ async fn single(t: &Target, singles: u64, run: usize) -> Result<Figure> {
     Ok(single)
 }
 
-/// A bare table for the commit floor.
-pub const FLOOR_SETUP: &str = "DROP TABLE IF EXISTS {s}.bench_commit;
-CREATE TABLE {s}.bench_commit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())";
+/// The commit floor: durable one-row inserts into a bare table, each its
+/// own transaction, to set beside drove's own latencies.
+pub struct CommitFloor<'a> {
+    t: &'a Target,
+    insert: tokio_postgres::Statement,
+}
 
-/// One durable row, its own transaction.
-pub const FLOOR_INSERT: &str = "INSERT INTO {s}.bench_commit DEFAULT VALUES";
+impl<'a> CommitFloor<'a> {
+    /// Creates the bare table on the target's connection.
+    pub async fn create(t: &'a Target) -> Result<CommitFloor<'a>> {
+        t.conn
+            .client()
+            .batch_execute(&t.schema.sql(
+                "DROP TABLE IF EXISTS {s}.bench_commit;
+                 CREATE TABLE {s}.bench_commit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                                at timestamptz NOT NULL DEFAULT now())",
+            ))
+            .await?;
+        let insert = t
+            .conn
+            .prepared("INSERT INTO {s}.bench_commit DEFAULT VALUES")
+            .await?;
+        Ok(CommitFloor { t, insert })
+    }
+
+    /// One durable insert; its time in ms.
+    pub async fn time(&self) -> Result<f64> {
+        let t0 = Instant::now();
+        self.t.conn.client().execute(&self.insert, &[]).await?;
+        Ok(t0.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    pub async fn drop_table(self) -> Result<()> {
+        self.t
+            .conn
+            .client()
+            .batch_execute(&self.t.schema.sql("DROP TABLE {s}.bench_commit"))
+            .await?;
+        Ok(())
+    }
+}
 
 /// Enqueues `n` no-op jobs in bulk on the target's connection, `CHUNK`
 /// per call; returns the time taken.

@@ -133,24 +133,18 @@ async fn measure(t: &Target, procs: &mut [WorkerProc], jobs: u64, rate: f64) -> 
 /// `n` durable one-row inserts into a bare table, one every `pace`; each
 /// call's time in ms.
 async fn commit_floor(t: &Target, n: u64, pace: Duration) -> Result<Vec<f64>> {
-    let c = t.conn.client();
-    c.batch_execute(&t.schema.sql(super::enqueue::FLOOR_SETUP))
-        .await?;
-    let insert = t.conn.prepared(super::enqueue::FLOOR_INSERT).await?;
+    let commit = super::enqueue::CommitFloor::create(t).await?;
     let progress = bar(n, "commit floor");
     let mut tick = tokio::time::interval(pace);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut floor = Vec::with_capacity(n as usize);
     for _ in 0..n {
         tick.tick().await;
-        let t0 = Instant::now();
-        c.execute(&insert, &[]).await?;
-        floor.push(t0.elapsed().as_secs_f64() * 1000.0);
+        floor.push(commit.time().await?);
         progress.inc(1);
     }
     progress.finish_and_clear();
-    c.batch_execute(&t.schema.sql("DROP TABLE {s}.bench_commit"))
-        .await?;
+    commit.drop_table().await?;
     Ok(floor)
 }
 
