@@ -44,6 +44,35 @@ BEGIN
 END;
 $$;
 
+-- One job without a unique key: the same, with scalar parameters (no
+-- arrays to build and unpack: 0.62 ms a call from Rust against 0.74 ms
+-- through jobs_enqueue, a durable one-row insert being 0.46 ms).
+CREATE FUNCTION {s}.jobs_enqueue_one(
+    p_queue text, p_kind text, p_payload jsonb, p_priority int2, p_run_at timestamptz,
+    p_max_attempts int4, p_backoff_base_ms int4, p_backoff_max_ms int4, p_timeout_ms int4,
+    p_ordering_key text)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_id bigint;
+    due timestamptz;
+BEGIN
+    PERFORM 1 FROM {s}.queues WHERE name = p_queue;
+    IF NOT FOUND THEN
+        PERFORM {s}.unknown_queue(p_queue);
+    END IF;
+    INSERT INTO {s}.jobs (queue, kind, payload, priority, run_at, max_attempts,
+                          backoff_base_ms, backoff_max_ms, timeout_ms, ordering_key)
+    VALUES (p_queue, p_kind, p_payload, p_priority, COALESCE(p_run_at, now()), p_max_attempts,
+            p_backoff_base_ms, p_backoff_max_ms, p_timeout_ms, p_ordering_key)
+    RETURNING id, run_at INTO new_id, due;
+    IF due <= now() THEN
+        PERFORM pg_notify('{jobs_chan}', p_queue);
+    END IF;
+    RETURN new_id;
+END;
+$$;
+
 -- Jobs of which some carry a unique key (see queue/src/unique.rs): one row
 -- per input job, in input order: the job's id, or the id of the job that
 -- holds its key, and whether it was that holder.

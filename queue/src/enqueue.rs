@@ -15,6 +15,10 @@ use crate::schema::Schema;
 const JOBS_ENQUEUE_MANY: &str =
     "SELECT * FROM {s}.jobs_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
+/// One job without a unique key: the same with scalar parameters.
+const JOB_ENQUEUE_ONE: &str =
+    "SELECT {s}.jobs_enqueue_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
 /// Batches of at least this many jobs (without unique keys) are written
 /// with `COPY`, which inserts rows page by page instead of one by one.
 pub const COPY_MIN_JOBS: usize = 1000;
@@ -48,6 +52,11 @@ pub async fn jobs_enqueue_many(
         let done = crate::unique::jobs_enqueue_unique(client, schema, jobs).await?;
         return Ok(done.into_iter().map(|e| e.id).collect());
     }
+    if let [job] = jobs
+        && job.unique_key.is_none()
+    {
+        return Ok(vec![job_enqueue_one(client, schema, job).await?]);
+    }
     if jobs.len() >= COPY_MIN_JOBS && copyable(jobs) {
         return crate::enqueue_copy::jobs_copy_in(client, schema, jobs).await;
     }
@@ -58,6 +67,33 @@ pub async fn jobs_enqueue_many(
         .await
         .db()?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn job_enqueue_one(
+    client: &impl GenericClient,
+    schema: &Schema,
+    job: &NewJob,
+) -> Result<JobId> {
+    let payload = Json(&*job.payload);
+    let row = client
+        .query_typed_one(
+            &schema.sql(JOB_ENQUEUE_ONE),
+            &[
+                (&job.queue, Type::TEXT),
+                (&job.kind, Type::TEXT),
+                (&payload, Type::JSONB),
+                (&job.priority, Type::INT2),
+                (&job.run_at, Type::TIMESTAMPTZ),
+                (&job.max_attempts, Type::INT4),
+                (&job.backoff_base_ms, Type::INT4),
+                (&job.backoff_max_ms, Type::INT4),
+                (&job.timeout_ms, Type::INT4),
+                (&job.ordering_key, Type::TEXT),
+            ],
+        )
+        .await
+        .db()?;
+    Ok(row.get(0))
 }
 
 /// COPY cannot fill a column from its default for some rows only: every

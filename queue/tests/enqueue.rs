@@ -1,7 +1,8 @@
-//! Enqueue through both paths, checked against what the database holds:
-//! the server-side function (small batches) and `COPY` (batches of at
-//! least `COPY_MIN_JOBS`). Each case runs at sizes on both sides of the
-//! threshold, so the two paths must agree.
+//! Enqueue through its three paths, checked against what the database
+//! holds: one job (a function with scalar parameters), small batches (a
+//! function taking arrays) and `COPY` (batches of at least
+//! `COPY_MIN_JOBS`). Each case runs at sizes for every path, so they must
+//! agree.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use drove_queue::*;
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
 
-/// Below, at, and well above the COPY threshold.
+/// One job, a batch below the COPY threshold, at it, and well above it.
 const SIZES: [usize; 4] = [1, COPY_MIN_JOBS - 1, COPY_MIN_JOBS, 3 * COPY_MIN_JOBS + 7];
 
 /// Jobs whose every field differs from the defaults and from each other.
@@ -113,7 +114,7 @@ async fn scheduled_and_mixed_batches_keep_their_times() {
     let t = TestDb::new().await;
     let conn = t.registered("w1", Duration::from_secs(30)).await;
     let later = Utc::now() + chrono::Duration::hours(1);
-    for n in [10, COPY_MIN_JOBS] {
+    for n in [1, 10, COPY_MIN_JOBS] {
         // All scheduled (COPY writes run_at itself at n >= COPY_MIN_JOBS).
         let jobs: Vec<NewJob> = (0..n)
             .map(|_| NewJob::new("noop").with_run_at(later))
@@ -207,7 +208,7 @@ async fn both_paths_wake_listeners_for_due_jobs_only() {
         .unwrap();
     let conn = t.conn().await;
     let later = Utc::now() + chrono::Duration::hours(1);
-    for n in [1, COPY_MIN_JOBS] {
+    for n in [1, 10, COPY_MIN_JOBS] {
         let scheduled: Vec<NewJob> = (0..n)
             .map(|_| NewJob::new("noop").with_run_at(later))
             .collect();
