@@ -67,6 +67,13 @@ fn bench_runs_every_default_workload_to_completion() {
         .filter_map(|l| l["connections"].as_i64())
         .collect();
     assert_eq!(enqueue_connections, [1, 2], "{stdout}");
+    assert!(
+        figure("enqueue")["ratio_to_raw_copy"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{stdout}"
+    );
     assert!(figure("enqueue_one").get("p50_ms").is_some());
     assert!(lines.iter().any(|l| l["workload"] == "environment"));
     // One raw figure per batch size, and drain's ratio to the best of them.

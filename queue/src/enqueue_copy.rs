@@ -28,21 +28,38 @@ SELECT count(pg_notify('{jobs_chan}', q))
 FROM unnest($1::text[], $2::timestamptz[]) AS t(q, first_run_at)
 WHERE first_run_at IS NULL OR first_run_at <= now()";
 
-/// Columns always written; `run_at` is added when the jobs set it.
-const COLUMNS: &str = "id, queue, kind, payload, priority, max_attempts, backoff_base_ms, \
-                       backoff_max_ms, timeout_ms, ordering_key";
-const TYPES: [Type; 10] = [
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSONB,
-    Type::INT2,
-    Type::INT4,
-    Type::INT4,
-    Type::INT4,
-    Type::INT4,
-    Type::TEXT,
+/// The columns a batch may write, with their types: the first five
+/// always, each other one only if some job of the batch sets it (the rest
+/// keep their defaults, and the server has fewer fields to read).
+const COLUMNS: [(&str, Type); 11] = [
+    ("id", Type::INT8),
+    ("queue", Type::TEXT),
+    ("kind", Type::TEXT),
+    ("payload", Type::JSONB),
+    ("priority", Type::INT2),
+    ("max_attempts", Type::INT4),
+    ("backoff_base_ms", Type::INT4),
+    ("backoff_max_ms", Type::INT4),
+    ("timeout_ms", Type::INT4),
+    ("ordering_key", Type::TEXT),
+    ("run_at", Type::TIMESTAMPTZ),
 ];
+const ALWAYS: usize = 5;
+
+/// Which of the optional columns (5..) some job sets.
+fn used(jobs: &[NewJob]) -> [bool; COLUMNS.len()] {
+    let mut used = [false; COLUMNS.len()];
+    used[..ALWAYS].fill(true);
+    for j in jobs {
+        used[5] |= j.max_attempts.is_some();
+        used[6] |= j.backoff_base_ms.is_some();
+        used[7] |= j.backoff_max_ms.is_some();
+        used[8] |= j.timeout_ms.is_some();
+        used[9] |= j.ordering_key.is_some();
+        used[10] |= j.run_at.is_some();
+    }
+    used
+}
 
 /// Writes `jobs` (none with a unique key; `run_at` set on all or on none)
 /// with `COPY`; returns their ids in input order.
@@ -51,7 +68,6 @@ pub(crate) async fn jobs_copy_in(
     schema: &Schema,
     jobs: &[NewJob],
 ) -> Result<Vec<JobId>> {
-    let with_run_at = jobs[0].run_at.is_some();
     // Per queue, the earliest run_at (None: due now).
     let mut queues: Vec<(&str, Option<chrono::DateTime<chrono::Utc>>)> = Vec::new();
     for j in jobs {
@@ -77,14 +93,16 @@ pub(crate) async fn jobs_copy_in(
         .map(|r| r.get(0))
         .unwrap_or_default();
 
-    let mut types = TYPES.to_vec();
-    let mut columns = COLUMNS.to_string();
-    if with_run_at {
-        types.push(Type::TIMESTAMPTZ);
-        columns.push_str(", run_at");
-    }
+    let used = used(jobs);
+    let (names_used, types): (Vec<&str>, Vec<Type>) = COLUMNS
+        .iter()
+        .zip(used)
+        .filter(|(_, u)| *u)
+        .map(|((name, ty), _)| (*name, ty.clone()))
+        .unzip();
     let copy = schema.sql(&format!(
-        "COPY {{s}}.jobs ({columns}) FROM STDIN (FORMAT binary)"
+        "COPY {{s}}.jobs ({}) FROM STDIN (FORMAT binary)",
+        names_used.join(", ")
     ));
     let sink = client.client().copy_in(&copy).await.db()?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -92,7 +110,7 @@ pub(crate) async fn jobs_copy_in(
     for (job, id) in jobs.iter().zip(&ids) {
         let payload = Json(&*job.payload);
         let ordering_key = job.ordering_key.as_deref();
-        let row: [&(dyn ToSql + Sync); 11] = [
+        let all: [&(dyn ToSql + Sync); COLUMNS.len()] = [
             id,
             &job.queue,
             &job.kind,
@@ -105,8 +123,13 @@ pub(crate) async fn jobs_copy_in(
             &ordering_key,
             &job.run_at,
         ];
-        let row = &row[..types.len()];
-        writer.as_mut().write(row).await.db()?;
+        let row: Vec<&(dyn ToSql + Sync)> = all
+            .iter()
+            .zip(used)
+            .filter(|(_, u)| *u)
+            .map(|(v, _)| *v)
+            .collect();
+        writer.as_mut().write(&row).await.db()?;
     }
     writer.finish().await.db()?;
 

@@ -3,6 +3,10 @@
 //! side), and the latency of enqueueing one job at a time (each its own
 //! transaction, so each waits for its commit).
 //!
+//! Each bulk run is followed, on the same connections, by a bare binary
+//! `COPY` of as many rows into a plain table ([`super::raw::copy_in`]):
+//! the floor of this database at that moment, for `ratio_to_raw_copy`.
+//!
 //! A durable commit costs a WAL flush, which on a shared disk dominates
 //! the single-job latency. So the single enqueues alternate with the floor
 //! measured in the same run: a one-row insert into a bare table, also its
@@ -63,9 +67,17 @@ async fn bulk(t: &Target, jobs: u64, connections: usize, run: usize) -> Result<F
         .map(|s| s.cpu_seconds())
         .zip(cpu0)
         .map(|(b, a)| (b - a) * 1e6 / jobs as f64);
+    t.reset().await?;
+    let raw = super::raw::copy_in(t, &conns, jobs, CHUNK).await?;
+    let raw_rate = jobs as f64 / raw.as_secs_f64();
     let mut f = Figure::new("enqueue", run, jobs, 0, took.as_secs_f64())
         .with("chunk", CHUNK)
         .with("connections", connections)
+        .with_f("raw_copy_jobs_per_s", Some(raw_rate.round()))
+        .with_f(
+            "ratio_to_raw_copy",
+            Some(jobs as f64 / took.as_secs_f64() / raw_rate),
+        )
         .with_f("db_cpu_us_per_job", db_cpu)
         .with_f("wal_bytes_per_job", Some(wal / jobs as f64));
     f.variant = Some(match connections {

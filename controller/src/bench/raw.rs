@@ -5,6 +5,9 @@
 //! connections loops: claim a batch (`UPDATE … WHERE id = ANY(ARRAY(SELECT
 //! … FOR UPDATE SKIP LOCKED))`, one commit), then delete it (a second
 //! commit). Nothing is recorded as finished: that is the floor.
+//!
+//! [`copy_in`] is the floor for bulk enqueue: a bare binary `COPY` of the
+//! same number of rows into that table, in the same chunks.
 
 use std::time::Instant;
 
@@ -45,6 +48,53 @@ WHERE id = ANY(ARRAY(
 RETURNING id, kind, payload";
 
 const DELETE: &str = "DELETE FROM {s}.bench_raw WHERE id = ANY($1)";
+
+/// Writes `jobs` bare rows into the raw table with binary `COPY`, chunks
+/// of `chunk` shared out over `conns` side by side; returns the time taken
+/// (the table is created first and dropped after).
+pub async fn copy_in(
+    t: &Target,
+    conns: &[Conn],
+    jobs: u64,
+    chunk: usize,
+) -> Result<std::time::Duration> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let c = t.conn.client();
+    c.batch_execute(&t.schema.sql(SETUP)).await?;
+    let copy = t
+        .schema
+        .sql("COPY {s}.bench_raw (queue, kind) FROM STDIN (FORMAT binary)");
+    let left = std::sync::atomic::AtomicUsize::new(jobs as usize);
+    let started = Instant::now();
+    let loops = conns.iter().map(|conn| {
+        let (copy, left) = (&copy, &left);
+        async move {
+            loop {
+                let took = left.fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |l| (l > 0).then(|| l - l.min(chunk)),
+                );
+                let Ok(l) = took else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                let sink = conn.client().copy_in(copy.as_str()).await?;
+                let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT]);
+                futures_util::pin_mut!(writer);
+                for _ in 0..l.min(chunk) {
+                    writer.as_mut().write(&[&"default", &"noop"]).await?;
+                }
+                writer.finish().await?;
+            }
+        }
+    });
+    futures_util::future::try_join_all(loops).await?;
+    let took = started.elapsed();
+    c.batch_execute(&t.schema.sql("DROP TABLE {s}.bench_raw"))
+        .await?;
+    Ok(took)
+}
 
 pub async fn run(
     t: &Target,
