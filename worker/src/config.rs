@@ -18,8 +18,13 @@ pub const DEFAULT_POLL_INTERVAL: &str = "10s";
 pub const DEFAULT_POLL_ONLY_INTERVAL: &str = "1s";
 /// Most jobs one claim statement takes.
 pub const DEFAULT_MAX_BATCH: i64 = 1000;
-/// Upper bound on jobs claimed ahead of free slots.
-pub const DEFAULT_MAX_PREFETCH: usize = 2000;
+/// Upper bound on jobs claimed ahead of free slots. It binds only for
+/// jobs shorter than the prefetch window over it (25 µs at 2 slots);
+/// `drove bench drain` measured 4000 ahead of 2000 in two series (69.6k
+/// against 61.7k jobs/s, medians of 5; 62.5k against 59.3k, of 4): the
+/// next claim of 1000 then starts while the completions of the last are
+/// still being written.
+pub const DEFAULT_MAX_PREFETCH: usize = 4000;
 /// How much work (in run time) a worker may hold ahead of its slots.
 pub const DEFAULT_PREFETCH_WINDOW: &str = "50ms";
 /// Where the health and metrics server listens.
