@@ -12,6 +12,7 @@
 //! failure before it leaves only unused ids behind.
 
 use futures_util::pin_mut;
+use serde_json::value::RawValue;
 use tokio_postgres::GenericClient;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
@@ -30,7 +31,8 @@ WHERE first_run_at IS NULL OR first_run_at <= now()";
 
 /// The columns a batch may write, with their types: the first five
 /// always, each other one only if some job of the batch sets it (the rest
-/// keep their defaults, and the server has fewer fields to read).
+/// keep their defaults, and the server has fewer fields to read). The
+/// values come from [`fields`], in this order.
 const COLUMNS: [(&str, Type); 11] = [
     ("id", Type::INT8),
     ("queue", Type::TEXT),
@@ -44,21 +46,27 @@ const COLUMNS: [(&str, Type); 11] = [
     ("ordering_key", Type::TEXT),
     ("run_at", Type::TIMESTAMPTZ),
 ];
-const ALWAYS: usize = 5;
 
-/// Which of the optional columns (5..) some job sets.
-fn used(jobs: &[NewJob]) -> [bool; COLUMNS.len()] {
-    let mut used = [false; COLUMNS.len()];
-    used[..ALWAYS].fill(true);
-    for j in jobs {
-        used[5] |= j.max_attempts.is_some();
-        used[6] |= j.backoff_base_ms.is_some();
-        used[7] |= j.backoff_max_ms.is_some();
-        used[8] |= j.timeout_ms.is_some();
-        used[9] |= j.ordering_key.is_some();
-        used[10] |= j.run_at.is_some();
-    }
-    used
+/// One job's values in `COLUMNS` order, each with whether the job sets it.
+fn fields<'a>(
+    job: &'a NewJob,
+    id: &'a JobId,
+    payload: &'a Json<&'a RawValue>,
+    ordering_key: &'a Option<&'a str>,
+) -> [(&'a (dyn ToSql + Sync), bool); COLUMNS.len()] {
+    [
+        (id, true),
+        (&job.queue, true),
+        (&job.kind, true),
+        (payload, true),
+        (&job.priority, true),
+        (&job.max_attempts, job.max_attempts.is_some()),
+        (&job.backoff_base_ms, job.backoff_base_ms.is_some()),
+        (&job.backoff_max_ms, job.backoff_max_ms.is_some()),
+        (&job.timeout_ms, job.timeout_ms.is_some()),
+        (ordering_key, ordering_key.is_some()),
+        (&job.run_at, job.run_at.is_some()),
+    ]
 }
 
 /// Writes `jobs` (none with a unique key; `run_at` set on all or on none)
@@ -93,7 +101,24 @@ pub(crate) async fn jobs_copy_in(
         .map(|r| r.get(0))
         .unwrap_or_default();
 
-    let used = used(jobs);
+    if ids.len() != jobs.len() {
+        return Err(crate::Error::Invalid {
+            what: "reserved ids",
+            value: ids.len().to_string(),
+            reason: "the database handed out a different number of ids than jobs",
+        });
+    }
+    // A column is written when some job of the batch sets it.
+    let mut used = [false; COLUMNS.len()];
+    for job in jobs {
+        let (payload, ordering_key) = (Json(&*job.payload), job.ordering_key.as_deref());
+        for (u, (_, set)) in used
+            .iter_mut()
+            .zip(fields(job, &0, &payload, &ordering_key))
+        {
+            *u |= set;
+        }
+    }
     let (names_used, types): (Vec<&str>, Vec<Type>) = COLUMNS
         .iter()
         .zip(used)
@@ -108,26 +133,12 @@ pub(crate) async fn jobs_copy_in(
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
     for (job, id) in jobs.iter().zip(&ids) {
-        let payload = Json(&*job.payload);
-        let ordering_key = job.ordering_key.as_deref();
-        let all: [&(dyn ToSql + Sync); COLUMNS.len()] = [
-            id,
-            &job.queue,
-            &job.kind,
-            &payload,
-            &job.priority,
-            &job.max_attempts,
-            &job.backoff_base_ms,
-            &job.backoff_max_ms,
-            &job.timeout_ms,
-            &ordering_key,
-            &job.run_at,
-        ];
-        let row: Vec<&(dyn ToSql + Sync)> = all
-            .iter()
+        let (payload, ordering_key) = (Json(&*job.payload), job.ordering_key.as_deref());
+        let row: Vec<&(dyn ToSql + Sync)> = fields(job, id, &payload, &ordering_key)
+            .into_iter()
             .zip(used)
             .filter(|(_, u)| *u)
-            .map(|(v, _)| *v)
+            .map(|((v, _), _)| v)
             .collect();
         writer.as_mut().write(&row).await.db()?;
     }
