@@ -365,6 +365,10 @@ struct State {
     seq: u64,
     updating: bool,
     events: VecDeque<Event>,
+    /// Counts the Docker operations that finished and changed what exists
+    /// (created, stopped, removed, recreated). A `docker ps` taken before
+    /// one of them finished is older than the instances: see [`Inner::pass`].
+    settled: u64,
 }
 
 impl State {
@@ -414,6 +418,7 @@ impl DockerBackend {
             seq: 0,
             updating: false,
             events: VecDeque::new(),
+            settled: 0,
         };
         Ok(DockerBackend {
             inner: Arc::new(Inner {
@@ -495,10 +500,16 @@ impl Inner {
 
     /// One pass of the group manager.
     async fn pass(self: &Arc<Self>, d: &Decision) -> Result<Applied, BackendError> {
+        let settled = self.lock().settled;
         let containers = self.docker.list(GROUP_LABEL, &self.config.group).await?;
         let mut st = self.lock();
         st.target = Some(d.desired);
-        self.merge(&mut st, containers);
+        // A container our own stop removed since the listing would be adopted
+        // again as a stranger, and one our create started would look removed
+        // behind our back: a stale list waits for the next pass.
+        if st.settled == settled {
+            self.merge(&mut st, containers);
+        }
         self.health(&mut st);
 
         let busy: HashMap<&str, i32> = d.workers.iter().fold(HashMap::new(), |mut m, w| {
@@ -743,6 +754,7 @@ impl Inner {
             let result = me.docker.run(&me.spec(&name, &image)).await;
             let failed = {
                 let mut st = me.lock();
+                st.settled += 1;
                 match result {
                     Ok(()) => {
                         if let Some(i) = st.instances.get_mut(&name) {
@@ -762,6 +774,7 @@ impl Inner {
             if failed {
                 // A container that was created but did not start.
                 let _ = me.docker.remove(&name).await;
+                me.lock().settled += 1;
             }
         });
     }
@@ -780,6 +793,7 @@ impl Inner {
             me.keep_logs(&name).await;
             let removed = me.docker.remove(&name).await;
             let mut st = me.lock();
+            st.settled += 1;
             st.instances.remove(&name);
             match stopped.and(removed) {
                 Ok(()) => st.event(
@@ -804,6 +818,7 @@ impl Inner {
             me.keep_logs(&name).await;
             let removed = me.docker.remove(&name).await;
             let mut st = me.lock();
+            st.settled += 1;
             st.instances.remove(&name);
             if let Err(e) = removed {
                 st.event(&name, EventKind::Error, format!("remove: {e}"));
@@ -827,6 +842,7 @@ impl Inner {
             Err(e) => Err(e),
         };
         let mut st = self.lock();
+        st.settled += 1;
         match result {
             Ok(()) => {
                 if let Some(i) = st.instances.get_mut(&name) {
@@ -1012,5 +1028,111 @@ impl DockerArgs {
             }),
         };
         DockerBackend::new(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A `docker` CLI keeping containers as files: `ps` lists them, `inspect`
+    /// reads them and answers `delay` seconds later (a busy daemon), `stop`
+    /// takes 0.3 s and `rm` deletes the file.
+    fn fake_docker(dir: &std::path::Path, delay: &str) -> PathBuf {
+        let state = dir.join("containers");
+        std::fs::create_dir_all(&state).unwrap();
+        let bin = dir.join("docker");
+        let script = format!(
+            r#"#!/bin/sh
+state={state}
+cmd=$1; shift
+case $cmd in
+  ps) ls "$state" ;;
+  inspect)
+    shift 2; out="["; sep=""
+    for id in "$@"; do
+      [ -f "$state/$id" ] || continue
+      out="$out$sep{{\"Name\": \"/$id\", \"State\": {{\"Status\": \"running\"}}, \"Config\": {{\"Image\": \"img:1\"}}, \"NetworkSettings\": {{}}}}"
+      sep=","
+    done
+    sleep {delay}; echo "$out]" ;;
+  run)
+    while [ "$1" != "--name" ]; do shift; done
+    touch "$state/$2" ;;
+  stop) sleep 0.3 ;;
+  rm) rm -f "$state/$2" ;;
+  logs) ;;
+esac
+"#,
+            state = state.display()
+        );
+        std::fs::write(&bin, script).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    fn decision(desired: u32) -> Decision {
+        Decision {
+            desired,
+            live: 0,
+            busy: 0,
+            backlog: 0,
+            running: 0,
+            work: 0.0,
+            workers: Vec::new(),
+        }
+    }
+
+    fn count(backend: &DockerBackend, kind: EventKind) -> usize {
+        backend.events().iter().filter(|e| e.kind == kind).count()
+    }
+
+    /// A pass whose `docker inspect` still saw a container that a stop of
+    /// the pass before then removed must not adopt it again as a stranger
+    /// (and stop one more to get back to the target).
+    #[tokio::test]
+    async fn a_list_older_than_a_finished_stop_is_not_merged() {
+        let dir = std::env::temp_dir().join(format!("drove-fake-docker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = DockerConfig::new("g", "img:1", "net");
+        config.docker = fake_docker(&dir, "0");
+        config.autoheal = None;
+        let backend = DockerBackend::new(config).unwrap();
+
+        backend.apply(&decision(3)).await.unwrap();
+        for _ in 0..100 {
+            if count(&backend, EventKind::Created) == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            count(&backend, EventKind::Created),
+            3,
+            "{:?}",
+            backend.events()
+        );
+        backend.apply(&decision(3)).await.unwrap();
+
+        // Scale in to 2; the next pass lists while that stop is under way
+        // and merges after it finished.
+        fake_docker(&dir, "1");
+        let applied = backend.apply(&decision(2)).await.unwrap();
+        assert_eq!(applied.size, Some(2));
+        for _ in 0..3 {
+            backend.apply(&decision(2)).await.unwrap();
+        }
+
+        let events = backend.events();
+        assert_eq!(count(&backend, EventKind::Stopping), 1, "{events:#?}");
+        assert_eq!(count(&backend, EventKind::Stopped), 1, "{events:#?}");
+        assert_eq!(count(&backend, EventKind::Created), 3, "{events:#?}");
+        assert_eq!(backend.status().instances.len(), 2, "{events:#?}");
+        assert_eq!(
+            std::fs::read_dir(dir.join("containers")).unwrap().count(),
+            2
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
