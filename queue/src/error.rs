@@ -51,14 +51,16 @@ pub enum Error {
         needs: &'static str,
     },
 
-    /// The schema has not been migrated, or is older or newer than this binary.
-    #[error(
-        "schema {schema:?} is at version {found}, this binary needs {wanted} (run `drove migrate`)"
-    )]
+    /// The schema has not been migrated, is older than this binary, or
+    /// newer in a way this binary cannot use.
+    #[error("schema {schema:?} is at version {found}, {}", schema_hint(*.found, *.wanted, *.oldest_reader))]
     SchemaVersion {
         schema: String,
         found: i32,
+        /// This binary's version.
         wanted: i32,
+        /// The oldest binary's version the schema works with.
+        oldest_reader: i32,
     },
 
     /// The schema's tables are missing.
@@ -72,6 +74,16 @@ pub enum Error {
     /// Any other database error.
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+}
+
+fn schema_hint(found: i32, wanted: i32, oldest_reader: i32) -> String {
+    if found < wanted {
+        format!("this binary needs {wanted} (run `drove migrate`)")
+    } else {
+        format!(
+            "which needs a drove binary for schema {oldest_reader} or later; this one is for {wanted}: upgrade it"
+        )
+    }
 }
 
 impl Error {

@@ -562,6 +562,109 @@ async fn concurrent_migrations_both_succeed_once() {
         .unwrap();
 }
 
+/// A schema newer than this build works when its newer migrations say
+/// builds for this version can still use it (a rolling update migrates
+/// first, then replaces workers), and is refused with a clear error when
+/// they do not; an older schema asks for `drove migrate`. A schema whose
+/// rows predate the recorded floor gets it on the next migrate.
+#[tokio::test]
+async fn newer_schemas_are_used_when_their_migrations_allow_it() {
+    let t = TestDb::new().await;
+    let c = t.conn().await;
+    let sql = |q: &str| t.schema.sql(q);
+    migrate::check_schema(c.client(), &t.schema).await.unwrap();
+    let floor: i32 = c
+        .client()
+        .query_one(
+            &sql("SELECT max(oldest_reader) FROM {s}.schema_migrations"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        floor < SCHEMA_VERSION,
+        "5 and 6 only add functions: {floor}"
+    );
+
+    let next = SCHEMA_VERSION + 1;
+    c.client()
+        .execute(
+            &sql("INSERT INTO {s}.schema_migrations (version, name, oldest_reader) VALUES ($1, 'additive', $2)"),
+            &[&next, &SCHEMA_VERSION],
+        )
+        .await
+        .unwrap();
+    migrate::check_schema(c.client(), &t.schema).await.unwrap();
+    assert_eq!(
+        migrate::schema_version(c.client(), &t.schema)
+            .await
+            .unwrap(),
+        next
+    );
+
+    c.client()
+        .execute(
+            &sql("INSERT INTO {s}.schema_migrations (version, name, oldest_reader) VALUES ($1, 'breaking', $1)"),
+            &[&(next + 1)],
+        )
+        .await
+        .unwrap();
+    let err = migrate::check_schema(c.client(), &t.schema)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("version {}", next + 1)) && text.contains("upgrade"),
+        "{text}"
+    );
+
+    // Older than this build: migrate.
+    c.client()
+        .batch_execute(&sql(&format!(
+            "DELETE FROM {{s}}.schema_migrations WHERE version > {SCHEMA_VERSION};
+             UPDATE {{s}}.schema_migrations SET version = -version WHERE version = {SCHEMA_VERSION}"
+        )))
+        .await
+        .unwrap();
+    let err = migrate::check_schema(c.client(), &t.schema)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("drove migrate"), "{err}");
+
+    // Rows without a floor (written by a build from before it was
+    // recorded) count as their own version until migrate fills it in.
+    c.client()
+        .batch_execute(&sql(
+            "UPDATE {s}.schema_migrations SET version = -version WHERE version < 0;
+             ALTER TABLE {s}.schema_migrations DROP COLUMN oldest_reader",
+        ))
+        .await
+        .unwrap();
+    migrate::check_schema(c.client(), &t.schema).await.unwrap();
+    let mut m = Conn::connect(&t.db, &t.schema).await.unwrap();
+    let out = migrate(m.client_mut(), &t.schema).await.unwrap();
+    assert_eq!(
+        (out.from, out.applied.len()),
+        (SCHEMA_VERSION, 0),
+        "{out:?}"
+    );
+    let rows: Vec<(i32, Option<i32>)> = c
+        .client()
+        .query(
+            &sql("SELECT version, oldest_reader FROM {s}.schema_migrations ORDER BY 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows.len(), SCHEMA_VERSION as usize, "{rows:?}");
+    assert!(rows.iter().all(|(_, r)| r.is_some()), "{rows:?}");
+    migrate::check_schema(c.client(), &t.schema).await.unwrap();
+}
+
 #[tokio::test]
 async fn schemas_are_isolated_deployments() {
     let prod = TestDb::new().await;
