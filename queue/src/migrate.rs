@@ -63,6 +63,13 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/006_outcome_functions.sql"),
         4,
     ),
+    // Replaces a function, same signature and results.
+    m(
+        7,
+        "rate_clock",
+        include_str!("../migrations/007_rate_clock.sql"),
+        4,
+    ),
 ];
 
 /// What a migration run did.

@@ -383,6 +383,48 @@ async fn rate_limit_spends_a_token_bucket() {
     assert!(taken >= 10, "only {taken} jobs in {secs:.2} s at 20/s");
 }
 
+/// A full bucket gives its whole size every time: the bucket's age was
+/// two clock readings apart, and about 2% of new buckets came out one
+/// token short (a negative age, floored).
+#[tokio::test]
+async fn a_new_bucket_is_always_full() {
+    let t = TestDb::new().await;
+    let c = registered(&t, "w1").await;
+    let jobs: Vec<NewJob> = (0..200 * 20).map(|_| NewJob::new("noop")).collect();
+    jobs_enqueue_many(c.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    let settings = QueueSettings {
+        rate_per_sec: Some(Some(20.0)),
+        ..Default::default()
+    };
+    queue_update(c.client(), &t.schema, "default", &settings)
+        .await
+        .unwrap();
+    let mut short = Vec::new();
+    for round in 0..200 {
+        // A bucket never spent from, as when a limit is first set.
+        c.client()
+            .batch_execute(&t.schema.sql(
+                "UPDATE {s}.queues SET rate_tokens = NULL, rate_at = NULL WHERE name = 'default'",
+            ))
+            .await
+            .unwrap();
+        let got = jobs_claim_hinted(&c, "default", 100, "w1")
+            .await
+            .unwrap()
+            .jobs
+            .len();
+        if got != 20 {
+            short.push((round, got));
+        }
+    }
+    assert!(
+        short.is_empty(),
+        "(round, jobs) of short buckets: {short:?}"
+    );
+}
+
 /// Jobs waiting behind an earlier job of their key are counted apart: they
 /// are not backlog a bigger fleet could work off.
 #[tokio::test]

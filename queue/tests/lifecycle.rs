@@ -584,7 +584,7 @@ async fn newer_schemas_are_used_when_their_migrations_allow_it() {
         .get(0);
     assert!(
         floor < SCHEMA_VERSION,
-        "5 and 6 only add functions: {floor}"
+        "5 to 7 only add or replace functions: {floor}"
     );
 
     let next = SCHEMA_VERSION + 1;
