@@ -234,7 +234,9 @@ impl Demo {
         .await?;
         let job = NewJob::new("spin").with_payload(&serde_json::json!({ "ms": a.difficulty }))?;
         for burst in 1..=a.bursts {
-            let ids = mon.enqueue_burst(burst, &job, a.jobs).await?;
+            let Some(ids) = mon.enqueue_burst(burst, &job, a.jobs, &self.stop).await? else {
+                return Ok(mon.interrupted());
+            };
             mon.event(format!(
                 "burst {burst}/{}: enqueued {} spin jobs of {} ms (ids {}..={})",
                 a.bursts,

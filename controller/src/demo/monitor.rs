@@ -162,16 +162,44 @@ impl Monitor {
         self.bar.finish_and_clear();
     }
 
+    /// Enqueues a burst in one statement; while the database does not
+    /// answer, waits for it (the live view goes on), like a producer that
+    /// retries. None: stopped (Ctrl-C) first.
     pub async fn enqueue_burst(
         &mut self,
         n: u32,
         job: &NewJob,
         count: usize,
-    ) -> Result<Vec<JobId>> {
-        let schema = self.schema.clone();
-        let conn = self.connection().await?;
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<Vec<JobId>>> {
         let jobs = vec![job.clone(); count];
-        let ids = drove_queue::jobs_enqueue_many(conn.client(), &schema, &jobs).await?;
+        let mut waiting_since = None;
+        let ids = loop {
+            match self.enqueue_once(&jobs).await {
+                Ok(ids) => break ids,
+                Err(e) if !is_transient(&e) => return Err(e),
+                Err(e) => {
+                    self.conn = None;
+                    if waiting_since.is_none() {
+                        waiting_since = Some(Instant::now());
+                        self.event(format!(
+                            "burst {n}: cannot enqueue ({e:#}); retrying until the database answers"
+                        ));
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            self.tick().await;
+        };
+        if let Some(since) = waiting_since {
+            self.event(format!(
+                "burst {n}: enqueued after waiting {} for the database",
+                secs(since.elapsed())
+            ));
+        }
         self.ids.extend(&ids);
         self.bursts.push(Burst {
             enqueued_at: Instant::now(),
@@ -181,6 +209,18 @@ impl Monitor {
         });
         self.bar
             .set_prefix(format!("burst {n}/{}", self.args.bursts));
+        Ok(Some(ids))
+    }
+
+    async fn enqueue_once(&mut self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        let schema = self.schema.clone();
+        let conn = self.connection().await?;
+        let ids = tokio::time::timeout(
+            QUERY_TIMEOUT,
+            drove_queue::jobs_enqueue_many(conn.client(), &schema, jobs),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer after {QUERY_TIMEOUT:?}"))??;
         Ok(ids)
     }
 
@@ -485,4 +525,11 @@ impl Monitor {
             bursts,
         ))
     }
+}
+
+/// A database error worth waiting out (connection lost or refused, server
+/// starting or stopping, no answer in time); anything else is a real error.
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<drove_queue::Error>()
+        .is_none_or(drove_queue::Error::is_transient)
 }
