@@ -169,6 +169,60 @@ async fn wrong_or_unreachable_database_is_a_clear_error_not_a_panic() {
     assert!(err.contains("drove migrate"), "{err}");
 }
 
+/// A schema migrated by a newer release: the binaries work on it when its
+/// newer migrations allow older builds (a rolling update migrates first),
+/// and say to upgrade when they do not; `drove migrate` leaves it alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_schema_is_used_or_refused_as_its_migrations_say() {
+    let t = drove_queue::testing::TestDb::new().await;
+    let schema = t.schema.name().to_string();
+    let c = t.conn().await;
+    let next = drove_queue::SCHEMA_VERSION + 1;
+    let add = |version: i32, oldest_reader: i32| {
+        let sql = t.schema.sql(
+            "INSERT INTO {s}.schema_migrations (version, name, oldest_reader) VALUES ($1, 'from a newer release', $2)",
+        );
+        let client = c.client();
+        async move {
+            client
+                .execute(&sql, &[&version, &oldest_reader])
+                .await
+                .unwrap()
+        }
+    };
+    add(next, drove_queue::SCHEMA_VERSION).await;
+
+    let (code, out, err) = drove(&t.url, &schema, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("version {next}, newer than")),
+        "{out}"
+    );
+    let (code, out, err) = drove(&t.url, &schema, &["stats"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("default"), "{out}");
+    let w = WorkerProc::spawn(&t.url, &t.schema, &[]);
+    w.ready(Duration::from_secs(10)).await;
+    drop(w);
+
+    add(next + 1, next + 1).await;
+    let (code, _, err) = drove(&t.url, &schema, &["stats"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("version {}", next + 1)) && err.contains("upgrade it"),
+        "{err}"
+    );
+    let out = Command::new(worker_bin())
+        .args(["--database-url", &t.url, "--schema", &schema])
+        .args(["--http", "127.0.0.1:0", "--startup-timeout", "5s"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("upgrade it"), "{err}");
+}
+
 /// The database restarts under running workers: they recover by
 /// themselves and every job completes exactly once.
 #[tokio::test(flavor = "multi_thread")]
