@@ -65,6 +65,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     pub kind: Option<String>,
     pub state: Option<JobState>,
+    /// Only jobs with (true) or without (false) a failed attempt on record.
+    pub failed: Option<bool>,
     /// Only jobs with an id below this (pagination: pass the last id seen).
     pub before_id: Option<JobId>,
     /// At most this many (default 50, at most 1000).
@@ -84,10 +86,21 @@ pub async fn jobs_list(
     let done = f.state.is_none_or(|s| s.is_finished());
     let mut branches = Vec::new();
     let filter = "($1::text IS NULL OR x.queue = $1) AND ($2::text IS NULL OR x.kind = $2)
-                  AND ($3::text IS NULL OR x.state::text = $3) AND ($4::int8 IS NULL OR x.id < $4)";
+                  AND ($3::text IS NULL OR x.state::text = $3) AND ($4::int8 IS NULL OR x.id < $4)
+                  AND ($6::bool IS NULL OR (x.errors <> '[]'::jsonb) = $6)";
+    // Waiting jobs that failed before (the dashboard's "will retry" list)
+    // are all in the small index of jobs due later than their creation: a
+    // retry, a requeue after a lost worker and an operator's retry each set
+    // run_at to now() or later. Spelling out that index's predicate lets the
+    // planner read it instead of walking every waiting job of a backlog.
+    let live_only = if f.failed == Some(true) && f.state == Some(JobState::Available) {
+        " AND x.state = 'available' AND x.run_at > x.created_at"
+    } else {
+        ""
+    };
     if live {
         branches.push(format!(
-            "(SELECT x.id FROM {{s}}.jobs x WHERE {filter} ORDER BY x.id DESC LIMIT $5)"
+            "(SELECT x.id FROM {{s}}.jobs x WHERE {filter}{live_only} ORDER BY x.id DESC LIMIT $5)"
         ));
     }
     if done {
@@ -99,12 +112,13 @@ pub async fn jobs_list(
         "WITH ids AS ({}) SELECT * FROM {ALL_JOBS} WHERE a.id IN (SELECT id FROM ids) ORDER BY a.id DESC LIMIT $5",
         branches.join(" UNION ALL ")
     ));
-    let params: [(&(dyn ToSql + Sync), Type); 5] = [
+    let params: [(&(dyn ToSql + Sync), Type); 6] = [
         (&f.queue, Type::TEXT),
         (&f.kind, Type::TEXT),
         (&state, Type::TEXT),
         (&f.before_id, Type::INT8),
         (&limit, Type::INT8),
+        (&f.failed, Type::BOOL),
     ];
     let rows = client.query_typed(&sql, &params).await.db()?;
     Ok(rows.iter().map(job_from_row).collect())

@@ -251,6 +251,99 @@ async fn failures_back_off_with_growing_delays_then_die() {
     assert!(matches!(err, Error::WrongState { .. }), "{err}");
 }
 
+/// The dashboard's "failing, will retry" list: a failed job behind a big
+/// backlog is found (the list used to be filtered from the 200 newest
+/// waiting jobs), from the small index of jobs due after their creation.
+#[tokio::test]
+async fn failed_jobs_are_listed_however_deep_the_backlog() {
+    let t = TestDb::new().await;
+    let conn = registered(&t, "w1", Duration::from_secs(30)).await;
+    let first = jobs_enqueue_many(
+        conn.client(),
+        &t.schema,
+        &[NewJob::new("a"), NewJob::new("b")],
+    )
+    .await
+    .unwrap();
+    let claimed = jobs_claim(&conn, "default", 2, "w1").await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let failure = |id, retryable| Failure {
+        id,
+        attempt: 1,
+        error: "boom".into(),
+        retryable,
+    };
+    jobs_fail_many(
+        &conn,
+        "w1",
+        &[failure(first[0], true), failure(first[1], false)],
+    )
+    .await
+    .unwrap();
+    let backlog: Vec<NewJob> = (0..20_000).map(|_| NewJob::new("c")).collect();
+    jobs_enqueue_many(conn.client(), &t.schema, &backlog)
+        .await
+        .unwrap();
+    conn.client()
+        .batch_execute(&t.schema.sql("ANALYZE {s}.jobs"))
+        .await
+        .unwrap();
+
+    let list = |state, failed| {
+        let filter = JobFilter {
+            state,
+            failed,
+            limit: Some(20),
+            ..JobFilter::default()
+        };
+        let client = conn.client();
+        let schema = t.schema.clone();
+        async move {
+            jobs_list(client, &schema, &filter)
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| j.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(Some(JobState::Available), Some(true)).await,
+        vec![first[0]]
+    );
+    assert_eq!(list(Some(JobState::Dead), Some(true)).await, vec![first[1]]);
+    assert_eq!(list(None, Some(true)).await, vec![first[1], first[0]]);
+    let clean = list(Some(JobState::Available), Some(false)).await;
+    assert_eq!(clean.len(), 20);
+    assert!(!clean.contains(&first[0]), "{clean:?}");
+
+    // The list reads the scheduled-jobs index, not the backlog.
+    let scans = || async {
+        conn.client()
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .await
+            .unwrap();
+        conn.client()
+            .query_one(
+                "SELECT idx_scan FROM pg_stat_user_indexes
+                 WHERE schemaname = $1 AND indexrelname = 'jobs_scheduled_idx'",
+                &[&t.schema.name()],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = scans().await;
+    assert_eq!(
+        list(Some(JobState::Available), Some(true)).await,
+        vec![first[0]]
+    );
+    assert!(
+        scans().await > before,
+        "the list did not use jobs_scheduled_idx"
+    );
+}
+
 #[tokio::test]
 async fn non_retryable_failure_goes_straight_to_dead() {
     let t = TestDb::new().await;

@@ -28,6 +28,10 @@ pub enum JobsCommand {
         /// available, running, succeeded, dead or cancelled.
         #[arg(long)]
         state: Option<JobState>,
+        /// Only jobs with a failed attempt on record (with --state available:
+        /// the jobs waiting to be retried).
+        #[arg(long)]
+        failed: bool,
         #[arg(long, default_value_t = 20)]
         limit: i64,
         #[arg(long)]
@@ -102,6 +106,7 @@ pub async fn run(db: &DbArgs, cmd: JobsCommand) -> Result<ExitCode> {
             queue,
             kind,
             state,
+            failed,
             limit,
             json,
         } => {
@@ -109,6 +114,7 @@ pub async fn run(db: &DbArgs, cmd: JobsCommand) -> Result<ExitCode> {
                 queue,
                 kind,
                 state,
+                failed: failed.then_some(true),
                 before_id: None,
                 limit: Some(limit),
             };

@@ -259,8 +259,7 @@ function renderDead(body) {
 }
 
 function renderFailing(body) {
-  const failing = (body.jobs || []).filter((j) => Array.isArray(j.errors) && j.errors.length).slice(0, 20);
-  const rows = failing.map((j) =>
+  const rows = (body.jobs || []).map((j) =>
     el("tr", { "data-job": j.id },
       el("td", { class: "num" }, j.id), el("td", {}, j.queue), el("td", {}, j.kind),
       el("td", { class: "num" }, attempts(j)), el("td", {}, until(j.run_at)),
@@ -375,12 +374,12 @@ async function refresh() {
   try {
     const last = state.points.length ? state.points[state.points.length - 1].at : null;
     const recentState = $("#recent-state").value;
-    const [stats, history, workers, dead, waiting, recent] = await Promise.allSettled([
+    const [stats, history, workers, dead, failing, recent] = await Promise.allSettled([
       api("/stats"),
       api("/history" + (last ? "?since=" + encodeURIComponent(last) : "")),
       api("/workers"),
       api("/jobs?state=dead&limit=20"),
-      api("/jobs?state=available&limit=200"),
+      api("/jobs?state=available&failed=true&limit=20"),
       api("/jobs?limit=15" + (recentState ? "&state=" + recentState : "")),
     ]);
     if (stats.status === "fulfilled") renderStats(stats.value);
@@ -392,10 +391,10 @@ async function refresh() {
     renderCharts();
     if (workers.status === "fulfilled") renderWorkers(workers.value);
     if (dead.status === "fulfilled") renderDead(dead.value);
-    if (waiting.status === "fulfilled") renderFailing(waiting.value);
+    if (failing.status === "fulfilled") renderFailing(failing.value);
     if (recent.status === "fulfilled") renderRecent(recent.value);
 
-    const errors = [stats, history, workers, dead, waiting, recent]
+    const errors = [stats, history, workers, dead, failing, recent]
       .filter((r) => r.status === "rejected").map((r) => r.reason);
     const statsError = stats.status === "fulfilled" ? stats.value.error : null;
     const statsAge = stats.status === "fulfilled" ? stats.value.age_s : null;
