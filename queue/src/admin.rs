@@ -17,19 +17,32 @@ WITH back AS (
     RETURNING d.*
 ), ins AS (
     INSERT INTO {s}.jobs (id, queue, kind, priority, attempt, run_at, created_at, max_attempts,
-                          unique_key, ordering_key, payload, progress, errors)
+                          unique_key, unique_scope, ordering_key, payload, progress, errors)
     OVERRIDING SYSTEM VALUE
     SELECT id, queue, kind, priority, 0, now(), created_at, max_attempts,
-           unique_key, ordering_key, payload, NULL, errors
+           unique_key, unique_scope, ordering_key, payload, NULL, errors
     FROM back
     RETURNING id, queue
+), keys AS (
+    -- The job takes its unique key again unless another job holds it (the
+    -- first of several retried together wins; an expired window is free).
+    -- A window key is not taken again: the window ran from the enqueue.
+    INSERT INTO {s}.unique_keys AS u (queue, key, job_id, scope)
+    SELECT DISTINCT ON (queue, unique_key) queue, unique_key, id, unique_scope
+    FROM back
+    WHERE unique_key IS NOT NULL AND unique_scope IN ('pending', 'active')
+    ORDER BY queue, unique_key, id
+    ON CONFLICT (queue, key) DO UPDATE SET job_id = EXCLUDED.job_id, scope = EXCLUDED.scope, expires_at = NULL
+        WHERE u.scope = 'window' AND u.expires_at <= now()
 ), woken AS (
     SELECT count(pg_notify('{jobs_chan}', d.queue)) AS n FROM (SELECT DISTINCT queue FROM ins) d
 )
 SELECT ins.id FROM ins, woken ORDER BY ins.id";
 
 /// Puts dead (or cancelled) jobs back to `available` with a fresh attempt
-/// budget; their error history is kept.
+/// budget; their error history is kept. A job with a unique key (scope
+/// pending or active) holds it again, unless another job took it meanwhile:
+/// then the retry goes ahead and that other job keeps the key.
 pub async fn jobs_retry(
     client: &impl GenericClient,
     schema: &Schema,
@@ -92,10 +105,10 @@ WITH pending AS (
     DELETE FROM {s}.jobs WHERE id = $1 AND state = 'available' RETURNING *
 ), buried AS (
     INSERT INTO {s}.jobs_done (id, queue, kind, state, priority, attempt, max_attempts, run_at,
-                               created_at, started_at, finished_at, worker, unique_key, ordering_key,
-                               payload, progress, result, errors)
+                               created_at, started_at, finished_at, worker, unique_key, unique_scope,
+                               ordering_key, payload, progress, result, errors)
     SELECT id, queue, kind, 'cancelled', priority, attempt, max_attempts, run_at, created_at, started_at,
-           now(), NULL, unique_key, ordering_key, payload, progress, NULL, errors
+           now(), NULL, unique_key, unique_scope, ordering_key, payload, progress, NULL, errors
     FROM pending
     RETURNING id
 ), running AS (

@@ -70,6 +70,14 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/007_rate_clock.sql"),
         4,
     ),
+    // Adds a column older builds leave NULL and replaces functions, same
+    // signatures and results.
+    m(
+        8,
+        "unique_scope",
+        include_str!("../migrations/008_unique_scope.sql"),
+        4,
+    ),
 ];
 
 /// What a migration run did.

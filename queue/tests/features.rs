@@ -263,6 +263,136 @@ async fn unique_scopes_release_the_key_when_they_should() {
     assert!(err.to_string().contains("unique_key"), "{err}");
 }
 
+/// A dead or cancelled job that an operator retries holds its unique key
+/// again, for its own scope, unless another job took the key meanwhile;
+/// every path to dead or cancelled keeps the scope for that.
+#[tokio::test]
+async fn a_retried_job_takes_its_unique_key_again() {
+    let t = TestDb::new().await;
+    let c = registered(&t, "w1").await;
+    let enqueue = |job: NewJob| {
+        let (c, t) = (&c, &t);
+        async move {
+            jobs_enqueue_detailed(c.client(), &t.schema, &[job])
+                .await
+                .unwrap()[0]
+        }
+    };
+    let kill = |id: JobId| {
+        let (c, t) = (&c, &t);
+        async move {
+            let claimed = jobs_claim(c, "default", 10, "w1").await.unwrap();
+            assert_eq!(ids(&claimed), vec![id]);
+            let f = Failure {
+                retryable: false,
+                ..fail(&claimed[0])
+            };
+            jobs_fail_many(c, "w1", &[f]).await.unwrap();
+            assert_eq!(
+                job_get(c.client(), &t.schema, id).await.unwrap().state,
+                JobState::Dead
+            );
+        }
+    };
+    let scope = |id: JobId| {
+        let (c, t) = (&c, &t);
+        async move {
+            c.client()
+                .query_one(
+                    &t.schema.sql(
+                        "SELECT unique_scope FROM {s}.jobs WHERE id = $1
+                         UNION ALL SELECT unique_scope FROM {s}.jobs_done WHERE id = $1",
+                    ),
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get::<_, Option<String>>(0)
+        }
+    };
+
+    // active: dead, retried, holds the key again
+    let a1 = enqueue(NewJob::new("noop").with_unique_key("a")).await;
+    kill(a1.id).await;
+    assert_eq!(scope(a1.id).await.as_deref(), Some("active"));
+    job_retry(c.client(), &t.schema, a1.id).await.unwrap();
+    let again = enqueue(NewJob::new("noop").with_unique_key("a")).await;
+    assert_eq!(
+        (again.id, again.existing),
+        (a1.id, true),
+        "the retried job did not take its key"
+    );
+
+    // ... unless another job took it while it was dead: that one keeps it
+    kill(a1.id).await;
+    let a2 = enqueue(NewJob::new("noop").with_unique_key("a")).await;
+    assert!(!a2.existing);
+    job_retry(c.client(), &t.schema, a1.id).await.unwrap();
+    let again = enqueue(NewJob::new("noop").with_unique_key("a")).await;
+    assert_eq!((again.id, again.existing), (a2.id, true));
+    jobs_cancel_pending(&c, &t, a1.id).await;
+    jobs_cancel_pending(&c, &t, a2.id).await;
+
+    // pending: cancelled while waiting, retried, held until it starts
+    let p1 = enqueue(NewJob::new("noop").with_unique("p", UniqueScope::Pending)).await;
+    jobs_cancel_pending(&c, &t, p1.id).await;
+    assert_eq!(scope(p1.id).await.as_deref(), Some("pending"));
+    job_retry(c.client(), &t.schema, p1.id).await.unwrap();
+    let again = enqueue(NewJob::new("noop").with_unique("p", UniqueScope::Pending)).await;
+    assert_eq!((again.id, again.existing), (p1.id, true));
+    let running = jobs_claim(&c, "default", 10, "w1").await.unwrap();
+    assert_eq!(ids(&running), vec![p1.id]);
+    let p2 = enqueue(NewJob::new("noop").with_unique("p", UniqueScope::Pending)).await;
+    assert!(!p2.existing, "a started job held its pending key");
+    jobs_cancel_pending(&c, &t, p2.id).await;
+    // cancelled by its worker while running
+    assert_eq!(
+        jobs_cancelled_many(&c, "w1", &[(p1.id, running[0].attempt)])
+            .await
+            .unwrap(),
+        vec![p1.id]
+    );
+    assert_eq!(scope(p1.id).await.as_deref(), Some("pending"));
+
+    // two dead jobs of one key retried together: the first holds it
+    let d1 = enqueue(NewJob::new("noop").with_unique_key("d")).await;
+    kill(d1.id).await;
+    let d2 = enqueue(NewJob::new("noop").with_unique_key("d")).await;
+    kill(d2.id).await;
+    let back = jobs_retry_dead(c.client(), &t.schema, None).await.unwrap();
+    assert!(back.contains(&d1.id) && back.contains(&d2.id), "{back:?}");
+    let again = enqueue(NewJob::new("noop").with_unique_key("d")).await;
+    assert_eq!((again.id, again.existing), (d1.id, true));
+
+    // dead through the reaper (its worker's lease expired)
+    let gone = t.registered("gone", Duration::from_millis(200)).await;
+    let r1 = enqueue(
+        NewJob::new("noop")
+            .with_unique_key("r")
+            .with_max_attempts(1),
+    )
+    .await;
+    let mut taken = Vec::new();
+    while !taken.contains(&r1.id) {
+        taken.extend(ids(&jobs_claim(&gone, "default", 10, "gone")
+            .await
+            .unwrap()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reaped = leases_reclaim_expired(c.client(), &t.schema, false)
+        .await
+        .unwrap();
+    assert!(reaped.dead >= 1, "{reaped:?}");
+    assert_eq!(
+        job_get(c.client(), &t.schema, r1.id).await.unwrap().state,
+        JobState::Dead
+    );
+    assert_eq!(scope(r1.id).await.as_deref(), Some("active"));
+    job_retry(c.client(), &t.schema, r1.id).await.unwrap();
+    let again = enqueue(NewJob::new("noop").with_unique_key("r")).await;
+    assert_eq!((again.id, again.existing), (r1.id, true));
+}
+
 async fn jobs_cancel_pending(c: &Conn, t: &TestDb, id: JobId) {
     assert_eq!(
         job_cancel(c.client(), &t.schema, id).await.unwrap(),
