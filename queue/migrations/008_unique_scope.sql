@@ -2,8 +2,10 @@
 -- that an operator's retry of a dead or cancelled job can take the key
 -- again (queue/src/admin.rs): the key's row in unique_keys is gone once
 -- the key is released, and the scope with it. The column is NULL for jobs
--- without a key and for jobs enqueued or finished before this migration;
--- their retry cannot know the scope and leaves the key alone, as before.
+-- without a key; live jobs that still hold their key get its scope below.
+-- Jobs that finished before this migration, or that an older build moved
+-- (cancel, retry) during a rollout, stay NULL: their retry cannot know the
+-- scope and leaves the key alone, as before.
 --
 -- The functions below are those of migrations 001, 005 and 006 with the
 -- column added where a keyed job is inserted, and where a job moves to
@@ -11,8 +13,11 @@
 -- are never retried: the completion functions stay as they are. Same
 -- signatures and results, so builds for schema 4 keep working (their own
 -- statements leave the column NULL).
-ALTER TABLE {s}.jobs ADD COLUMN unique_scope text;
-ALTER TABLE {s}.jobs_done ADD COLUMN unique_scope text;
+ALTER TABLE {s}.jobs ADD COLUMN IF NOT EXISTS unique_scope text;
+ALTER TABLE {s}.jobs_done ADD COLUMN IF NOT EXISTS unique_scope text;
+UPDATE {s}.jobs j SET unique_scope = u.scope
+FROM {s}.unique_keys u
+WHERE u.job_id = j.id AND u.queue = j.queue AND u.key = j.unique_key;
 
 CREATE OR REPLACE FUNCTION {s}.jobs_enqueue_unique(
     p_queue text[], p_kind text[], p_payload jsonb[], p_priority int2[], p_run_at timestamptz[],

@@ -89,10 +89,12 @@ pub async fn jobs_list(
                   AND ($3::text IS NULL OR x.state::text = $3) AND ($4::int8 IS NULL OR x.id < $4)
                   AND ($6::bool IS NULL OR (x.errors <> '[]'::jsonb) = $6)";
     // Waiting jobs that failed before (the dashboard's "will retry" list)
-    // are all in the small index of jobs due later than their creation: a
-    // retry, a requeue after a lost worker and an operator's retry each set
-    // run_at to now() or later. Spelling out that index's predicate lets the
-    // planner read it instead of walking every waiting job of a backlog.
+    // are all in the index of jobs due later than their creation (retries,
+    // and jobs scheduled ahead): a retry, a requeue after a lost worker and
+    // an operator's retry each set run_at to now() or later. Spelling out
+    // that index's predicate lets the planner read it instead of walking
+    // every waiting job of a backlog. (A database clock stepped back by
+    // more than a job's age could hide it from this list until it runs.)
     let live_only = if f.failed == Some(true) && f.state == Some(JobState::Available) {
         " AND x.state = 'available' AND x.run_at > x.created_at"
     } else {

@@ -393,6 +393,55 @@ async fn a_retried_job_takes_its_unique_key_again() {
     assert_eq!((again.id, again.existing), (r1.id, true));
 }
 
+/// Migration 8 gives live jobs that hold their key its scope, so that a
+/// job enqueued before the upgrade can take its key again if it dies.
+#[tokio::test]
+async fn migration_8_gives_live_keyed_jobs_their_scope() {
+    let t = TestDb::new().await;
+    let mut c = t.conn().await;
+    let jobs = [
+        NewJob::new("noop").with_unique_key("a"),
+        NewJob::new("noop").with_unique("p", UniqueScope::Pending),
+        NewJob::new("noop"),
+    ];
+    let ids: Vec<JobId> = jobs_enqueue_detailed(c.client(), &t.schema, &jobs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    // As a schema 7 database had it: no scope kept, version 7.
+    c.client()
+        .batch_execute(&t.schema.sql(
+            "UPDATE {s}.jobs SET unique_scope = NULL;
+             DELETE FROM {s}.schema_migrations WHERE version = 8",
+        ))
+        .await
+        .unwrap();
+    let out = migrate(c.client_mut(), &t.schema).await.unwrap();
+    assert_eq!((out.from, out.to), (7, 8));
+    let scopes: Vec<Option<String>> = c
+        .client()
+        .query(
+            &t.schema
+                .sql("SELECT unique_scope FROM {s}.jobs WHERE id = ANY($1) ORDER BY id"),
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        scopes,
+        vec![
+            Some("active".to_string()),
+            Some("pending".to_string()),
+            None
+        ]
+    );
+}
+
 async fn jobs_cancel_pending(c: &Conn, t: &TestDb, id: JobId) {
     assert_eq!(
         job_cancel(c.client(), &t.schema, id).await.unwrap(),
