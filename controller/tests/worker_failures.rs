@@ -152,6 +152,73 @@ async fn partitioned_worker_is_fenced_and_its_late_completion_rejected() {
     );
 }
 
+/// A worker's last heartbeat and whether its lease is still running.
+async fn lease_of(
+    conn: &drove_queue::Conn,
+    schema: &drove_queue::Schema,
+    id: &str,
+) -> (chrono::DateTime<chrono::Utc>, bool) {
+    let sql = schema
+        .sql("SELECT heartbeat_at, expires_at > clock_timestamp() FROM {s}.workers WHERE id = $1");
+    let r = conn.client().query_one(&sql, &[&id]).await.unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// A database outage shorter than the lease (a restart: connections break
+/// and are refused) does not cost an idle worker its lease: after a failed
+/// beat the next comes within a second, not after the idle period. With a
+/// 20 s lease the idle period is 8 s: beats at +8 and +16 fall inside an
+/// outage that ends at +16.5, and the next at +24 would come after the
+/// lease ran out at +20.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_outage_does_not_cost_an_idle_worker_its_lease() {
+    let (t, conn) = test_db().await;
+    let proxy = Proxy::start(url_port(&t.url)).await;
+    let w = WorkerProc::spawn(&proxy.url(&t.url), &t.schema, &["--lease-ttl", "20s"]);
+    let id = w.ready(Duration::from_secs(10)).await;
+    let lease = |conn| lease_of(conn, &t.schema, &id);
+    // Start the outage just after a beat, the worst moment for the lease.
+    let (first, _) = lease(&conn).await;
+    let (at_beat, beat) = wait_until(Duration::from_secs(15), "a heartbeat", || async {
+        let (at, _) = lease(&conn).await;
+        (at > first).then(|| (at, Instant::now()))
+    })
+    .await;
+    proxy.refuse().await;
+    tokio::time::sleep_until((beat + Duration::from_millis(16_500)).into()).await;
+    assert_eq!(
+        lease(&conn).await.0,
+        at_beat,
+        "a beat got through the outage"
+    );
+    proxy.heal().await;
+    let healed = Instant::now();
+    let mut renewed = None;
+    while beat.elapsed() < Duration::from_secs(23) {
+        let (at, live) = lease(&conn).await;
+        assert!(
+            live,
+            "the lease ran out {:?} after the last beat before the outage",
+            beat.elapsed()
+        );
+        if at > at_beat && renewed.is_none() {
+            renewed = Some(healed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed = renewed.expect("no beat got through after the outage");
+    assert!(
+        renewed < Duration::from_secs(3),
+        "renewed {renewed:?} after the outage"
+    );
+    let log = w.log_text();
+    assert!(
+        log.contains("heartbeat failed"),
+        "the outage was seen: {log}"
+    );
+    assert!(!log.contains("declared dead"), "{log}");
+}
+
 /// SIGTERM: short jobs finish, long ones are released at once (not counted
 /// as an attempt) and picked up elsewhere; exit code 0.
 #[tokio::test(flavor = "multi_thread")]

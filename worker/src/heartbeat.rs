@@ -22,11 +22,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::{Loop, Shared, StopReason};
 
-/// Beats until `stop` is cancelled.
+/// Beats until `stop` is cancelled. After a failed beat the next one comes
+/// sooner than the period (see [`Settings::beat_retry`]), so that the lease
+/// outlives a database restart or failover shorter than it.
+///
+/// [`Settings::beat_retry`]: crate::state::Settings::beat_retry
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     shared.beat_ok();
+    let mut failing = false;
     loop {
-        let period = if shared.held_count() > 0 {
+        let period = if failing {
+            shared.settings.beat_retry()
+        } else if shared.held_count() > 0 {
             shared.settings.busy_beat()
         } else {
             shared.settings.idle_beat()
@@ -36,12 +43,13 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tokio::time::sleep(period) => {}
         }
         shared.tick(Loop::Heartbeat);
-        beat_once(&shared).await;
+        failing = !beat_once(&shared).await;
     }
 }
 
-/// One heartbeat, with everything that follows from its answer.
-pub async fn beat_once(shared: &Shared) {
+/// One heartbeat, with everything that follows from its answer. True when
+/// the lease was renewed.
+pub async fn beat_once(shared: &Shared) -> bool {
     let me = &shared.me;
     let ttl = shared.settings.lease_ttl;
     let busy = shared.metrics.busy.get() as i32;
@@ -68,7 +76,7 @@ pub async fn beat_once(shared: &Shared) {
                     ),
                 );
             }
-            return;
+            return false;
         }
     };
     if !hb.alive {
@@ -82,7 +90,7 @@ pub async fn beat_once(shared: &Shared) {
             .await;
         if let Err(e) = registered {
             tracing::warn!(error = %e, "registering again failed");
-            return;
+            return false;
         }
         tracing::info!("registered again");
     }
@@ -104,6 +112,7 @@ pub async fn beat_once(shared: &Shared) {
     if hb.others_expired && shared.settings.reap {
         reap(shared).await;
     }
+    true
 }
 
 /// Reclaims the jobs of workers whose lease ran out.

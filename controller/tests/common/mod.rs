@@ -276,6 +276,7 @@ pub async fn test_db() -> (TestDb, Conn) {
 pub struct Proxy {
     pub port: u16,
     blackhole: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
     conns: Arc<Mutex<JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -285,13 +286,19 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let blackhole = Arc::new(AtomicBool::new(false));
+        let refusing = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(JoinSet::new()));
-        let (bh, cs) = (blackhole.clone(), conns.clone());
+        let (bh, rf, cs) = (blackhole.clone(), refusing.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
+                if rf.load(Ordering::SeqCst) {
+                    // Closed at once, as by a server that is down.
+                    drop(client);
+                    continue;
+                }
                 let bh = bh.clone();
                 cs.lock().await.spawn(async move {
                     if bh.load(Ordering::SeqCst) {
@@ -308,9 +315,17 @@ impl Proxy {
         Proxy {
             port,
             blackhole,
+            refusing,
             conns,
             accept,
         }
+    }
+
+    /// Starts an outage like a database restart: open connections break
+    /// and new ones are closed at once, until `heal`.
+    pub async fn refuse(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.conns.lock().await.abort_all();
     }
 
     /// Starts the partition: nothing gets through until `heal`.
@@ -322,6 +337,7 @@ impl Proxy {
     /// a real partition, TCP gives up on them); new ones work.
     pub async fn heal(&self) {
         self.blackhole.store(false, Ordering::SeqCst);
+        self.refusing.store(false, Ordering::SeqCst);
         self.conns.lock().await.abort_all();
     }
 
