@@ -469,6 +469,36 @@ async fn openapi_document_describes_every_route_the_server_has() {
     assert!(checked >= 19, "checked {checked} operations");
 }
 
+/// The enqueue counter counts a producer transaction that commits after a
+/// later one was already visible (it counted ids up to the highest seen,
+/// and so skipped the earlier id for good).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_enqueue_counter_counts_transactions_that_commit_out_of_order() {
+    let (t, mut slow) = test_db().await;
+    let s = ServeProc::spawn(&t.url, &t.schema, &["--stats-interval", "200ms"]);
+    s.ready(Duration::from_secs(15)).await;
+    let fast = t.conn().await;
+    let counted = || s.metric("drove_jobs_enqueued_total{queue=\"default\"}");
+    let tx = slow.client_mut().transaction().await.unwrap();
+    let first = drove_queue::jobs_enqueue(&tx, &t.schema, &drove_queue::NewJob::new("noop"))
+        .await
+        .unwrap();
+    let second =
+        drove_queue::jobs_enqueue(fast.client(), &t.schema, &drove_queue::NewJob::new("noop"))
+            .await
+            .unwrap();
+    assert!(first < second);
+    // Several refreshes see the second job while the first is uncommitted.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tx.commit().await.unwrap();
+    wait_until(Duration::from_secs(10), "both jobs counted", || async {
+        (counted() == 2.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(counted(), 2.0, "counted once each");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_report_queues_fleet_and_finished_jobs() {
     let (t, conn) = test_db().await;

@@ -220,36 +220,32 @@ pub async fn stats_window(
         .collect())
 }
 
-/// Jobs enqueued with ids in (after, ..], per queue, and the highest id seen.
-/// Ids grow with every enqueue, so successive calls with the returned id
-/// count each job once (a job whose transaction commits after a higher id
-/// was already counted is missed: long producer transactions undercount).
-pub async fn stats_enqueued_since(
+/// Jobs with ids in (after, upto], per queue. Ids grow with every enqueue,
+/// so successive calls over adjacent ranges count each job once; a job is
+/// missed only if its transaction had not committed when its range was
+/// counted (see the controller's stats refresher for how it picks `upto`).
+pub async fn stats_enqueued_between(
     client: &impl GenericClient,
     schema: &Schema,
     after: i64,
-) -> Result<(Vec<(String, u64)>, i64)> {
+    upto: i64,
+) -> Result<Vec<(String, u64)>> {
     let rows = client
         .query(
             &schema.sql(
-                "SELECT queue, count(*), max(id) FROM (
-                     SELECT queue, id FROM {s}.jobs WHERE id > $1
-                     UNION ALL SELECT queue, id FROM {s}.jobs_done WHERE id > $1) x
+                "SELECT queue, count(*) FROM (
+                     SELECT queue FROM {s}.jobs WHERE id > $1 AND id <= $2
+                     UNION ALL SELECT queue FROM {s}.jobs_done WHERE id > $1 AND id <= $2) x
                  GROUP BY queue",
             ),
-            &[&after],
+            &[&after, &upto],
         )
         .await
         .db()?;
-    let mut top = after;
-    let counts = rows
+    Ok(rows
         .iter()
-        .map(|r| {
-            top = top.max(r.get::<_, i64>(2));
-            (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)
-        })
-        .collect();
-    Ok((counts, top))
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+        .collect())
 }
 
 /// The highest job id so far (0 if none): where enqueue counting starts.

@@ -4,9 +4,14 @@
 //! the refresh interval stretches with the number of live jobs (huge
 //! backlogs), keeping its cost to a few percent of one core.
 //!
-//! Counters (enqueued, finished by state, run-time histogram) are built from
-//! tiling time windows of finished jobs that end [`LAG`] in the past, so a
-//! job whose completion commits a little late is still counted once.
+//! Counters (finished by state, run-time histogram) are built from tiling
+//! time windows of finished jobs that end [`LAG`] in the past, so a job
+//! whose completion commits a little late is still counted once. The
+//! enqueue counter lags the same way, by id: each refresh counts the ids up
+//! to the highest one seen [`LAG`] earlier, so a producer transaction that
+//! commits after a later one (concurrent producers, enqueues inside
+//! application transactions) is counted if it commits within [`LAG`] of
+//! taking its ids.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -144,8 +149,47 @@ pub struct StatsRefresher {
     pub metrics: ControllerMetrics,
     pub config: StatsConfig,
     window_end: Mutex<Option<DateTime<Utc>>>,
-    last_id: Mutex<Option<i64>>,
+    ids: Mutex<EnqueueIds>,
     next_ms: AtomicU64,
+}
+
+/// Where enqueue counting stands: ids up to `counted` are counted; `seen`
+/// holds the highest id of each recent refresh, oldest first.
+#[derive(Default)]
+struct EnqueueIds {
+    counted: Option<i64>,
+    seen: VecDeque<(Instant, i64)>,
+}
+
+impl EnqueueIds {
+    /// Records the highest id now and returns the range to count next, if
+    /// any: up to the newest id seen at least `lag` ago. Every id up to it
+    /// was handed out before then, so its transaction has had `lag` to
+    /// commit. Call [`EnqueueIds::counted`] once the range is counted.
+    fn next_range(&mut self, now: Instant, top: i64, lag: Duration) -> Option<(i64, i64)> {
+        let Some(counted) = self.counted else {
+            // Jobs enqueued before the controller started are not counted.
+            self.counted = Some(top);
+            return None;
+        };
+        self.seen.push_back((now, top));
+        let mut newest_old = None;
+        while let Some(&(at, id)) = self.seen.front() {
+            if now.duration_since(at) < lag {
+                break;
+            }
+            newest_old = Some((at, id));
+            self.seen.pop_front();
+        }
+        // Kept for the next call, so a count that fails is not lost.
+        let (at, upto) = newest_old?;
+        self.seen.push_front((at, upto));
+        (upto > counted).then_some((counted, upto))
+    }
+
+    fn counted(&mut self, upto: i64) {
+        self.counted = Some(upto);
+    }
 }
 
 impl StatsRefresher {
@@ -164,7 +208,7 @@ impl StatsRefresher {
             metrics,
             config,
             window_end: Mutex::new(None),
-            last_id: Mutex::new(None),
+            ids: Mutex::new(EnqueueIds::default()),
             next_ms,
         }
     }
@@ -197,19 +241,18 @@ impl StatsRefresher {
         if from.is_none_or(|f| f < to) {
             *self.window_end.lock().expect("stats lock poisoned") = Some(to);
         }
-        let last = *self.last_id.lock().expect("stats lock poisoned");
-        let top = match last {
-            None => drove_queue::stats::stats_max_job_id(client, schema).await?,
-            Some(after) => {
-                let (counts, top) =
-                    drove_queue::stats::stats_enqueued_since(client, schema, after).await?;
-                for (queue, n) in counts {
-                    m.enqueued.with_label_values(&[&queue]).inc_by(n);
-                }
-                top
+        let top = drove_queue::stats::stats_max_job_id(client, schema).await?;
+        let lag = LAG.to_std().expect("LAG is positive");
+        let range =
+            (self.ids.lock().expect("stats lock poisoned")).next_range(Instant::now(), top, lag);
+        if let Some((after, upto)) = range {
+            let counts =
+                drove_queue::stats::stats_enqueued_between(client, schema, after, upto).await?;
+            for (queue, n) in counts {
+                m.enqueued.with_label_values(&[&queue]).inc_by(n);
             }
-        };
-        *self.last_id.lock().expect("stats lock poisoned") = Some(top);
+            self.ids.lock().expect("stats lock poisoned").counted(upto);
+        }
 
         // Gauges.
         m.jobs.reset();
@@ -287,5 +330,50 @@ impl super::Service for StatsRefresher {
             *self.cache.error.lock().expect("stats lock poisoned") = Some(format!("{e:#}"));
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enqueue_counting_waits_lag_for_each_id_then_counts_it_once() {
+        let lag = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut ids = EnqueueIds::default();
+        assert_eq!(
+            ids.next_range(at(0), 10, lag),
+            None,
+            "start: ids up to 10 are old"
+        );
+        assert_eq!(
+            ids.next_range(at(1000), 15, lag),
+            None,
+            "15 was seen only now"
+        );
+        assert_eq!(ids.next_range(at(2000), 20, lag), None);
+        // 15 was the highest id 2 s ago: 11..=15 have had 2 s to commit.
+        assert_eq!(ids.next_range(at(3000), 25, lag), Some((10, 15)));
+        // Not marked counted (the count failed): the same range and more.
+        assert_eq!(ids.next_range(at(4100), 25, lag), Some((10, 20)));
+        ids.counted(20);
+        assert_eq!(
+            ids.next_range(at(4500), 25, lag),
+            None,
+            "nothing new is 2 s old"
+        );
+        assert_eq!(ids.next_range(at(6000), 30, lag), Some((20, 25)));
+        ids.counted(25);
+        // 30, first seen at 6 s, is counted at 8 s; then nothing more, and
+        // the queue of tops stays short.
+        assert_eq!(ids.next_range(at(7000), 30, lag), None);
+        assert_eq!(ids.next_range(at(8000), 30, lag), Some((25, 30)));
+        ids.counted(30);
+        for k in 0..100 {
+            assert_eq!(ids.next_range(at(9000 + k * 1000), 30, lag), None);
+        }
+        assert!(ids.seen.len() <= 4, "{}", ids.seen.len());
     }
 }
