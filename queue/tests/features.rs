@@ -184,14 +184,7 @@ async fn concurrent_unique_enqueues_create_one_job() {
 async fn unique_scopes_release_the_key_when_they_should() {
     let t = TestDb::new().await;
     let c = registered(&t, "w1").await;
-    let enqueue = |job: NewJob| {
-        let (c, t) = (&c, &t);
-        async move {
-            jobs_enqueue_detailed(c.client(), &t.schema, &[job])
-                .await
-                .unwrap()[0]
-        }
-    };
+    let enqueue = |job: NewJob| enqueue_one(&c, &t, job);
     // pending
     let p1 = enqueue(NewJob::new("noop").with_unique("p", UniqueScope::Pending)).await;
     let p2 = enqueue(NewJob::new("noop").with_unique("p", UniqueScope::Pending)).await;
@@ -270,14 +263,7 @@ async fn unique_scopes_release_the_key_when_they_should() {
 async fn a_retried_job_takes_its_unique_key_again() {
     let t = TestDb::new().await;
     let c = registered(&t, "w1").await;
-    let enqueue = |job: NewJob| {
-        let (c, t) = (&c, &t);
-        async move {
-            jobs_enqueue_detailed(c.client(), &t.schema, &[job])
-                .await
-                .unwrap()[0]
-        }
-    };
+    let enqueue = |job: NewJob| enqueue_one(&c, &t, job);
     let kill = |id: JobId| {
         let (c, t) = (&c, &t);
         async move {
@@ -440,6 +426,12 @@ async fn migration_8_gives_live_keyed_jobs_their_scope() {
             None
         ]
     );
+}
+
+async fn enqueue_one(c: &Conn, t: &TestDb, job: NewJob) -> Enqueued {
+    jobs_enqueue_detailed(c.client(), &t.schema, &[job])
+        .await
+        .unwrap()[0]
 }
 
 async fn jobs_cancel_pending(c: &Conn, t: &TestDb, id: JobId) {

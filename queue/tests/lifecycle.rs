@@ -20,6 +20,18 @@ fn done(job: &ClaimedJob) -> Completion {
     }
 }
 
+/// Enqueues `n` no-op jobs and analyzes `jobs`, so plans see the backlog.
+async fn backlog(t: &TestDb, conn: &Conn, n: usize) {
+    let jobs: Vec<NewJob> = (0..n).map(|_| NewJob::new("noop")).collect();
+    jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    conn.client()
+        .batch_execute(&t.schema.sql("ANALYZE {s}.jobs"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn enqueue_claim_complete_records_once() {
     let t = TestDb::new().await;
@@ -280,14 +292,7 @@ async fn failed_jobs_are_listed_however_deep_the_backlog() {
     )
     .await
     .unwrap();
-    let backlog: Vec<NewJob> = (0..20_000).map(|_| NewJob::new("c")).collect();
-    jobs_enqueue_many(conn.client(), &t.schema, &backlog)
-        .await
-        .unwrap();
-    conn.client()
-        .batch_execute(&t.schema.sql("ANALYZE {s}.jobs"))
-        .await
-        .unwrap();
+    backlog(&t, &conn, 20_000).await;
 
     let list = |state, failed| {
         let filter = JobFilter {
@@ -793,14 +798,7 @@ async fn unmigrated_schema_says_run_migrate() {
 async fn outcomes_never_scan_jobs_even_when_statistics_say_nothing_runs() {
     let t = TestDb::new().await;
     let conn = registered(&t, "w1", Duration::from_secs(60)).await;
-    let jobs: Vec<NewJob> = (0..20_000).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(conn.client(), &t.schema, &jobs)
-        .await
-        .unwrap();
-    conn.client()
-        .batch_execute(&t.schema.sql("ANALYZE {s}.jobs"))
-        .await
-        .unwrap();
+    backlog(&t, &conn, 20_000).await;
     let seq_scans = || async {
         conn.client()
             .query_one(
