@@ -478,7 +478,18 @@ async fn the_enqueue_counter_counts_transactions_that_commit_out_of_order() {
     let s = ServeProc::spawn(&t.url, &t.schema, &["--stats-interval", "200ms"]);
     s.ready(Duration::from_secs(15)).await;
     let fast = t.conn().await;
-    let counted = || s.metric("drove_jobs_enqueued_total{queue=\"default\"}");
+    // Counting starts at the highest id its first pass sees: let it pass.
+    wait_until(Duration::from_secs(10), "a stats pass", || async {
+        let ok = s.metric("drove_loop_runs_total{loop=\"stats\"}")
+            - s.metric("drove_loop_errors_total{loop=\"stats\"}");
+        (ok >= 1.0).then_some(())
+    })
+    .await;
+    let counted = || {
+        let (status, body) = http_get(s.port, "/metrics").expect("a scrape");
+        assert_eq!(status, 200);
+        metric_value(&body, "drove_jobs_enqueued_total{queue=\"default\"}")
+    };
     let tx = slow.client_mut().transaction().await.unwrap();
     let first = drove_queue::jobs_enqueue(&tx, &t.schema, &drove_queue::NewJob::new("noop"))
         .await

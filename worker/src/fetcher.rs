@@ -235,7 +235,7 @@ async fn claim_from(
 }
 
 /// ±20% so a fleet started together does not poll in lockstep.
-fn jittered(d: Duration) -> Duration {
+pub(crate) fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 

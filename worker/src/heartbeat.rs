@@ -29,7 +29,7 @@ use crate::state::{Loop, Shared, StopReason};
 /// [`Settings::beat_retry`]: crate::state::Settings::beat_retry
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     shared.beat_ok();
-    let mut failing = false;
+    let (mut failing, mut recovered) = (false, false);
     loop {
         let period = if failing {
             shared.settings.beat_retry()
@@ -38,12 +38,21 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         } else {
             shared.settings.idle_beat()
         };
+        // Jittered while failing and once after, so that a fleet that lost
+        // the database together does not come back and beat in lockstep.
+        let period = if failing || recovered {
+            crate::fetcher::jittered(period)
+        } else {
+            period
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
         shared.tick(Loop::Heartbeat);
-        failing = !beat_once(&shared).await;
+        let ok = beat_once(&shared).await;
+        recovered = ok && failing;
+        failing = !ok;
     }
 }
 

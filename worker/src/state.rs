@@ -209,10 +209,11 @@ impl Settings {
         (self.lease_ttl * 2 / 5).max(self.busy_beat())
     }
 
-    /// Next beat after a failed one: a tenth of the lease, between 200 ms
-    /// and 1 s. Waiting out the idle period (0.4 of the lease) instead let
-    /// the lease run out after an outage shorter than it had ended, between
-    /// two beats: the demo's workers lost theirs to a 7.3 s restart.
+    /// Next beat after a failed one (±20%): a tenth of the lease, between
+    /// 200 ms and 1 s. Waiting out the idle period (0.4 of the lease)
+    /// instead let the lease run out after an outage shorter than it had
+    /// ended, between two beats: the demo's idle workers were declared dead
+    /// after a 7.3 s restart.
     pub fn beat_retry(&self) -> Duration {
         (self.lease_ttl / 10)
             .clamp(Duration::from_millis(200), Duration::from_secs(1))

@@ -167,9 +167,12 @@ impl EnqueueIds {
     /// was handed out before then, so its transaction has had `lag` to
     /// commit. Call [`EnqueueIds::counted`] once the range is counted.
     fn next_range(&mut self, now: Instant, top: i64, lag: Duration) -> Option<(i64, i64)> {
-        let Some(counted) = self.counted else {
-            // Jobs enqueued before the controller started are not counted.
+        let Some(counted) = self.counted.filter(|c| *c <= top) else {
+            // Jobs enqueued before the controller started are not counted;
+            // ids that went back (the tables emptied, the sequence reset)
+            // start counting afresh.
             self.counted = Some(top);
+            self.seen.clear();
             return None;
         };
         self.seen.push_back((now, top));
@@ -374,6 +377,11 @@ mod tests {
         for k in 0..100 {
             assert_eq!(ids.next_range(at(9000 + k * 1000), 30, lag), None);
         }
+        // The ids went back (tables emptied, sequence reset): counting
+        // starts again from there.
+        assert_eq!(ids.next_range(at(200_000), 0, lag), None);
+        assert_eq!(ids.next_range(at(201_000), 3, lag), None);
+        assert_eq!(ids.next_range(at(203_000), 5, lag), Some((0, 3)));
         assert!(ids.seen.len() <= 4, "{}", ids.seen.len());
     }
 }

@@ -294,13 +294,14 @@ impl Proxy {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
+                let mut conns = cs.lock().await;
                 if rf.load(Ordering::SeqCst) {
                     // Closed at once, as by a server that is down.
                     drop(client);
                     continue;
                 }
                 let bh = bh.clone();
-                cs.lock().await.spawn(async move {
+                conns.spawn(async move {
                     if bh.load(Ordering::SeqCst) {
                         // Hold the socket open, silently.
                         std::future::pending::<()>().await;
