@@ -304,3 +304,36 @@ async fn ctrl_c_stops_workers_controller_and_postgres_and_removes_the_temp_dirs(
     assert!(!pg_dir.exists(), "{pg_dir:?} removed");
     assert!(!logs.exists(), "{logs:?} removed");
 }
+
+/// A burst whose enqueue is retried after its answer was lost (committed,
+/// then the connection broke) gets the same jobs back instead of a second
+/// burst: the demo's exactly-once summary counts the ids it was given.
+#[tokio::test]
+async fn a_retried_burst_enqueue_does_not_enqueue_it_twice() {
+    let (t, conn) = test_db().await;
+    let job = drove_queue::NewJob::new("spin")
+        .with_payload(&serde_json::json!({ "ms": 1 }))
+        .unwrap();
+    let enqueue = |n| {
+        let jobs = drove_controller::demo::monitor::burst_jobs(n, &job, 50);
+        let (conn, t) = (&conn, &t);
+        async move {
+            drove_queue::jobs_enqueue_detailed(conn.client(), &t.schema, &jobs)
+                .await
+                .unwrap()
+        }
+    };
+    let first = enqueue(1).await;
+    assert!(first.iter().all(|e| !e.existing));
+    let again = enqueue(1).await;
+    assert!(again.iter().all(|e| e.existing));
+    let ids = |v: &[drove_queue::Enqueued]| v.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&again),
+        ids(&first),
+        "the retry got the burst's own jobs, in order"
+    );
+    let next = enqueue(2).await;
+    assert!(next.iter().all(|e| !e.existing), "burst 2 is new jobs");
+    assert_eq!(totals(&conn).await.0, 100, "two bursts of 50 waiting");
+}

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use drove_queue::{Conn, DbConfig, JobId, JobState, NewJob, Schema};
+use drove_queue::{Conn, DbConfig, JobId, JobState, NewJob, Schema, UniqueScope};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::DemoArgs;
@@ -164,7 +164,8 @@ impl Monitor {
 
     /// Enqueues a burst in one statement; while the database does not
     /// answer, waits for it (the live view goes on), like a producer that
-    /// retries. None: stopped (Ctrl-C) first.
+    /// retries. The retry cannot enqueue the burst twice: see
+    /// [`burst_jobs`]. None: stopped (Ctrl-C) first.
     pub async fn enqueue_burst(
         &mut self,
         n: u32,
@@ -172,7 +173,7 @@ impl Monitor {
         count: usize,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Option<Vec<JobId>>> {
-        let jobs = vec![job.clone(); count];
+        let jobs = burst_jobs(n, job, count);
         let mut waiting_since = None;
         let ids = loop {
             match self.enqueue_once(&jobs).await {
@@ -217,11 +218,11 @@ impl Monitor {
         let conn = self.connection().await?;
         let ids = tokio::time::timeout(
             QUERY_TIMEOUT,
-            drove_queue::jobs_enqueue_many(conn.client(), &schema, jobs),
+            drove_queue::jobs_enqueue_detailed(conn.client(), &schema, jobs),
         )
         .await
         .map_err(|_| anyhow::anyhow!("no answer after {QUERY_TIMEOUT:?}"))??;
-        Ok(ids)
+        Ok(ids.iter().map(|e| e.id).collect())
     }
 
     pub fn burst_finished(&mut self, n: u32) {
@@ -529,6 +530,19 @@ impl Monitor {
 
 /// A database error worth waiting out (connection lost or refused, server
 /// starting or stopping, no answer in time); anything else is a real error.
+/// A burst's jobs, each with a unique key of its own held for an hour (a
+/// window): when an enqueue's answer is lost (the database went away after
+/// committing, or answered after the timeout), the retry gets the ids of
+/// the jobs already there instead of enqueueing the burst a second time.
+pub fn burst_jobs(n: u32, job: &NewJob, count: usize) -> Vec<NewJob> {
+    (0..count)
+        .map(|i| {
+            job.clone()
+                .with_unique(format!("demo-burst-{n}-{i}"), UniqueScope::Window(3600))
+        })
+        .collect()
+}
+
 fn is_transient(e: &anyhow::Error) -> bool {
     e.downcast_ref::<drove_queue::Error>()
         .is_none_or(drove_queue::Error::is_transient)
