@@ -404,3 +404,54 @@ async fn ten_thousand_jobs_survive_random_kills() {
     );
     assert!(kills >= 4, "the test killed workers while jobs remained");
 }
+
+/// A worker stopped with SIGTERM leaves no row in the registry, at any
+/// moment of its beat cycle (36 stops). A beat that came after the
+/// deregistration registered the worker again, a ghost counted as live for
+/// a lease; that race needs a loaded machine to show (it was seen in the
+/// demo test in CI), so the unit test in worker/src/heartbeat.rs pins its
+/// cause and this one guards the whole shutdown path.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopped_workers_leave_no_ghost_in_the_registry() {
+    let (t, conn) = test_db().await;
+    // A short lease beats often (every 400 ms idle), widening the window.
+    let lease = ["--lease-ttl", "1s"];
+    let mut ghosts = Vec::new();
+    for round in 0..6 {
+        let mut ws: Vec<WorkerProc> = (0..6)
+            .map(|_| WorkerProc::spawn(&t.url, &t.schema, &lease))
+            .collect();
+        for w in &ws {
+            w.ready(Duration::from_secs(15)).await;
+        }
+        // Stop them at spread-out moments of their beat cycle.
+        for (i, w) in ws.iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(37 + 61 * i as u64)).await;
+            w.signal(libc::SIGTERM);
+        }
+        for w in &mut ws {
+            let status = w
+                .wait_exit(Duration::from_secs(30))
+                .await
+                .expect("worker exited");
+            assert!(status.success(), "{status}");
+        }
+        let left: i64 = conn
+            .client()
+            .query_one(&t.schema.sql("SELECT count(*) FROM {s}.workers"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        if left > 0 {
+            ghosts.push((round, left));
+            conn.client()
+                .execute(&t.schema.sql("DELETE FROM {s}.workers"), &[])
+                .await
+                .unwrap();
+        }
+    }
+    assert!(
+        ghosts.is_empty(),
+        "rows left after the workers exited (round, rows): {ghosts:?}"
+    );
+}

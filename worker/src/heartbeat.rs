@@ -45,14 +45,25 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         } else {
             period
         };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
+        if !beat_due(&stop, period).await {
+            return;
         }
         shared.tick(Loop::Heartbeat);
         let ok = beat_once(&shared).await;
         recovered = ok && failing;
         failing = !ok;
+    }
+}
+
+/// Waits out `period`: false if `stop` came first or at the same moment.
+/// Stop wins a tie: a beat after the worker deregistered would find its row
+/// gone and register it again, leaving a ghost counted as live for a lease
+/// (seen in the demo under load, when the task was woken late).
+async fn beat_due(stop: &CancellationToken, period: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(period) => true,
     }
 }
 
@@ -91,6 +102,10 @@ pub async fn beat_once(shared: &Shared) -> bool {
     if !hb.alive {
         // Declared dead while we could not beat: our jobs were reclaimed.
         fence(shared, "this worker was declared dead (lease expired)");
+        if shared.draining.load(Ordering::Acquire) {
+            // Shutting down: the row may be gone because we deregistered.
+            return false;
+        }
         let registered = shared
             .main_link
             .run("register", |conn| async move {
@@ -169,4 +184,30 @@ fn fence(shared: &Shared, why: &str) {
 
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::Poll;
+
+    use super::*;
+
+    /// The beat's sleep and the stop both ready when the loop is polled
+    /// (it was woken late): stop wins, every time.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_due_with_the_next_beat_wins() {
+        for _ in 0..100 {
+            let stop = CancellationToken::new();
+            let mut due = std::pin::pin!(beat_due(&stop, Duration::from_millis(10)));
+            let pending =
+                std::future::poll_fn(|cx| Poll::Ready(due.as_mut().poll(cx).is_pending()));
+            assert!(pending.await);
+            tokio::time::advance(Duration::from_millis(10)).await;
+            stop.cancel();
+            assert!(!due.await);
+        }
+        let stop = CancellationToken::new();
+        assert!(beat_due(&stop, Duration::from_millis(10)).await);
+    }
 }

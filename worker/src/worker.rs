@@ -198,6 +198,7 @@ async fn run_tasks(
     let give_up = CancellationToken::new();
     let executor_done = CancellationToken::new();
     let completer_done = CancellationToken::new();
+    let beating_done = CancellationToken::new();
 
     let (job_tx, job_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -231,10 +232,16 @@ async fn run_tasks(
             )),
         );
     }
-    spawn(
-        "heartbeat",
-        Box::pin(crate::heartbeat::run(shared.clone(), stop_beating.clone())),
-    );
+    {
+        let (s, stop, done) = (shared.clone(), stop_beating.clone(), beating_done.clone());
+        spawn(
+            "heartbeat",
+            Box::pin(async move {
+                crate::heartbeat::run(s, stop).await;
+                done.cancel();
+            }),
+        );
+    }
     {
         let (s, done) = (shared.clone(), completer_done.clone());
         let give_up = give_up.clone();
@@ -304,6 +311,9 @@ async fn run_tasks(
         let _ = tokio::time::timeout(Duration::from_secs(1), completer_done.cancelled()).await;
     }
     stop_beating.cancel();
+    // A beat still in flight must not come after the deregistration (it
+    // would find no row and register again).
+    let _ = tokio::time::timeout(Duration::from_secs(1), beating_done.cancelled()).await;
     let left = shared.held_count();
     if left == 0 {
         let me = &shared.me.id;
