@@ -428,6 +428,17 @@ async fn migration_8_gives_live_keyed_jobs_their_scope() {
     );
 }
 
+/// Gives the default queue these limits and `n` no-op jobs.
+async fn limited_backlog(c: &Conn, t: &TestDb, settings: &QueueSettings, n: usize) {
+    queue_update(c.client(), &t.schema, "default", settings)
+        .await
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..n).map(|_| NewJob::new("noop")).collect();
+    jobs_enqueue_many(c.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+}
+
 async fn enqueue_one(c: &Conn, t: &TestDb, job: NewJob) -> Enqueued {
     jobs_enqueue_detailed(c.client(), &t.schema, &[job])
         .await
@@ -451,13 +462,7 @@ async fn max_running_holds_under_concurrent_claims() {
         max_running: Some(Some(5)),
         ..Default::default()
     };
-    queue_update(c.client(), &t.schema, "default", &settings)
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = (0..100).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(c.client(), &t.schema, &jobs)
-        .await
-        .unwrap();
+    limited_backlog(&c, &t, &settings, 100).await;
     let mut tasks = Vec::new();
     for w in 0..8 {
         let t = t.clone();
@@ -521,13 +526,7 @@ async fn rate_limit_spends_a_token_bucket() {
         rate_per_sec: Some(Some(20.0)),
         ..Default::default()
     };
-    queue_update(c.client(), &t.schema, "default", &settings)
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = (0..200).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(c.client(), &t.schema, &jobs)
-        .await
-        .unwrap();
+    limited_backlog(&c, &t, &settings, 200).await;
     let burst = jobs_claim_hinted(&c, "default", 100, "w1").await.unwrap();
     assert_eq!(burst.jobs.len(), 20, "the bucket holds one second's worth");
     let wait = burst.held_back.expect("held back");
@@ -561,17 +560,11 @@ async fn rate_limit_spends_a_token_bucket() {
 async fn a_new_bucket_is_always_full() {
     let t = TestDb::new().await;
     let c = registered(&t, "w1").await;
-    let jobs: Vec<NewJob> = (0..200 * 20).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(c.client(), &t.schema, &jobs)
-        .await
-        .unwrap();
     let settings = QueueSettings {
         rate_per_sec: Some(Some(20.0)),
         ..Default::default()
     };
-    queue_update(c.client(), &t.schema, "default", &settings)
-        .await
-        .unwrap();
+    limited_backlog(&c, &t, &settings, 200 * 20).await;
     let mut short = Vec::new();
     for round in 0..200 {
         // A bucket never spent from, as when a limit is first set.
