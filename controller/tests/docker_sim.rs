@@ -431,7 +431,7 @@ async fn sim_cut_a_worker_off_the_network() {
                 .client()
                 .query_one(
                     &sim.schema.sql(
-                        "SELECT count(*) FROM {s}.jobs_done WHERE worker = $1 AND finished_at > $2",
+                        "SELECT count(*) FROM {s}.jobs_finished WHERE worker = $1 AND finished_at > $2",
                     ),
                     &[&id, &since],
                 )

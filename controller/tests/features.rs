@@ -40,7 +40,7 @@ async fn finished(conn: &drove_queue::Conn, schema: &drove_queue::Schema) -> Vec
         .query(
             &schema.sql(
                 "SELECT id, kind, queue, ordering_key, attempt, started_at, finished_at
-                 FROM {s}.jobs_done WHERE state = 'succeeded' ORDER BY id",
+                 FROM {s}.jobs_finished WHERE state = 'succeeded' ORDER BY id",
             ),
             &[],
         )
@@ -109,7 +109,7 @@ async fn all_succeeded(conn: &drove_queue::Conn, n: i64, limit: Duration) {
                 .client()
                 .query_one(
                     &conn.schema().sql(
-                        "SELECT id, state::text, errors::text FROM {s}.jobs_done
+                        "SELECT id, state::text, errors::text FROM {s}.jobs_finished
                          WHERE state <> 'succeeded' LIMIT 1",
                     ),
                     &[],
@@ -303,7 +303,7 @@ async fn pause_and_resume_take_effect_within_a_second() {
                     &t.schema.sql(
                         "SELECT max(started_at), count(*) FROM (
                             SELECT started_at FROM {s}.jobs WHERE started_at > $1
-                            UNION ALL SELECT started_at FROM {s}.jobs_done WHERE started_at > $1) x",
+                            UNION ALL SELECT started_at FROM {s}.jobs_finished WHERE started_at > $1) x",
                     ),
                     &[&after],
                 )
@@ -337,7 +337,7 @@ async fn pause_and_resume_take_effect_within_a_second() {
                 &t.schema.sql(
                     "SELECT min(started_at) FROM (
                         SELECT started_at FROM {s}.jobs WHERE started_at > $1
-                        UNION ALL SELECT started_at FROM {s}.jobs_done WHERE started_at > $1) x",
+                        UNION ALL SELECT started_at FROM {s}.jobs_finished WHERE started_at > $1) x",
                 ),
                 &[&resumed_at],
             )
@@ -432,7 +432,7 @@ async fn weighted_queues_share_slots_and_kind_limits_cap_a_kind() {
         .client()
         .query(
             &t.schema
-                .sql("SELECT result #>> '{}' FROM {s}.jobs_done WHERE kind = 'stamp'"),
+                .sql("SELECT result #>> '{}' FROM {s}.jobs_finished WHERE kind = 'stamp'"),
             &[],
         )
         .await
@@ -503,7 +503,7 @@ async fn follow_up_jobs_commit_with_the_success_that_enqueues_them() {
         .query(
             &t.schema.sql(
                 "SELECT (payload->>'step')::int, attempt, started_at, finished_at
-                 FROM {s}.jobs_done ORDER BY id",
+                 FROM {s}.jobs_finished ORDER BY id",
             ),
             &[],
         )

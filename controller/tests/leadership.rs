@@ -27,7 +27,7 @@ async fn fired(conn: &drove_queue::Conn) -> Vec<i64> {
             &conn.schema().sql(
                 "SELECT EXTRACT(EPOCH FROM run_at)::int8 FROM (
                      SELECT run_at FROM {s}.jobs WHERE kind = 'tick'
-                     UNION ALL SELECT run_at FROM {s}.jobs_done WHERE kind = 'tick') x ORDER BY 1",
+                     UNION ALL SELECT run_at FROM {s}.jobs_finished WHERE kind = 'tick') x ORDER BY 1",
             ),
             &[],
         )

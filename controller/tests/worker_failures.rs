@@ -392,7 +392,7 @@ async fn ten_thousand_jobs_survive_random_kills() {
         .client()
         .query_one(
             &t.schema
-                .sql("SELECT count(*) FROM {s}.jobs_done WHERE attempt > 1"),
+                .sql("SELECT count(*) FROM {s}.jobs_finished WHERE attempt > 1"),
             &[],
         )
         .await

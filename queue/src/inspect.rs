@@ -9,19 +9,33 @@ use crate::job::{JobId, JobInfo, JobState};
 use crate::schema::Schema;
 
 /// Live and finished jobs as one relation with the same columns.
-const ALL_JOBS: &str = "(
+/// `bucket_cond` picks the rows of `jobs_succeeded` to unnest (by `b.bucket`,
+/// the job id >> 10): without it every batch row would be read.
+fn all_jobs(bucket_cond: &str) -> String {
+    format!(
+        "(
     SELECT j.id, j.queue, j.kind, j.state::text AS state, j.priority, j.attempt,
            COALESCE(j.max_attempts, q.max_attempts) AS max_attempts, j.run_at, j.created_at,
            j.started_at, NULL::timestamptz AS finished_at, j.lease_owner AS worker, j.unique_key,
            j.ordering_key, j.cancel_requested, j.payload, j.progress, NULL::jsonb AS result, j.errors
-    FROM {s}.jobs j LEFT JOIN {s}.queues q ON q.name = j.queue
+    FROM {{s}}.jobs j LEFT JOIN {{s}}.queues q ON q.name = j.queue
     UNION ALL
     SELECT d.id, d.queue, d.kind, d.state::text, d.priority, d.attempt,
            COALESCE(d.max_attempts, q.max_attempts), d.run_at, d.created_at,
            d.started_at, d.finished_at, d.worker, d.unique_key,
            d.ordering_key, false, d.payload, d.progress, d.result, d.errors
-    FROM {s}.jobs_done d LEFT JOIN {s}.queues q ON q.name = d.queue
-) AS a";
+    FROM {{s}}.jobs_done d LEFT JOIN {{s}}.queues q ON q.name = d.queue
+    UNION ALL
+    SELECT u.id, b.queue, u.kind, 'succeeded', u.priority, u.attempt,
+           COALESCE(u.max_attempts, q.max_attempts), u.run_at, u.created_at,
+           u.started_at, b.finished_at, b.worker, u.unique_key,
+           u.ordering_key, false, u.payload, u.progress, u.result, u.errors
+    FROM {{s}}.jobs_succeeded b CROSS JOIN LATERAL unnest(b.jobs) u
+    LEFT JOIN {{s}}.queues q ON q.name = b.queue
+    WHERE {bucket_cond}
+) AS a"
+    )
+}
 
 fn job_from_row(r: &Row) -> JobInfo {
     let state: String = r.get(3);
@@ -50,7 +64,8 @@ fn job_from_row(r: &Row) -> JobInfo {
 
 /// One job, live or finished.
 pub async fn job_get(client: &impl GenericClient, schema: &Schema, id: JobId) -> Result<JobInfo> {
-    let sql = schema.sql(&format!("SELECT * FROM {ALL_JOBS} WHERE a.id = $1"));
+    let all = all_jobs("b.bucket = $1 >> 10");
+    let sql = schema.sql(&format!("SELECT * FROM {all} WHERE a.id = $1"));
     let row = client
         .query_typed_opt(&sql, &[(&id, Type::INT8)])
         .await
@@ -110,8 +125,22 @@ pub async fn jobs_list(
             "(SELECT x.id FROM {{s}}.jobs_done x WHERE {filter} ORDER BY x.id DESC LIMIT $5)"
         ));
     }
+    if f.state.is_none_or(|s| s == JobState::Succeeded) {
+        // Successes recorded in batches: newest bucket first (its index),
+        // sorted within each bucket, so the walk stops after $5 matches.
+        branches.push(
+            "(SELECT x.id FROM {s}.jobs_succeeded b CROSS JOIN LATERAL unnest(b.jobs) x
+              WHERE ($1::text IS NULL OR b.queue = $1) AND ($2::text IS NULL OR x.kind = $2)
+                AND ($3::text IS NULL OR $3 = 'succeeded')
+                AND ($4::int8 IS NULL OR (b.bucket <= $4 >> 10 AND x.id < $4))
+                AND ($6::bool IS NULL OR (x.errors <> '[]'::jsonb) = $6)
+              ORDER BY b.bucket DESC, x.id DESC LIMIT $5)"
+                .to_string(),
+        );
+    }
+    let all = all_jobs("b.bucket = ANY(ARRAY(SELECT id >> 10 FROM ids))");
     let sql = schema.sql(&format!(
-        "WITH ids AS ({}) SELECT * FROM {ALL_JOBS} WHERE a.id IN (SELECT id FROM ids) ORDER BY a.id DESC LIMIT $5",
+        "WITH ids AS ({}) SELECT * FROM {all} WHERE a.id IN (SELECT id FROM ids) ORDER BY a.id DESC LIMIT $5",
         branches.join(" UNION ALL ")
     ));
     let params: [(&(dyn ToSql + Sync), Type); 6] = [
@@ -149,7 +178,7 @@ pub async fn jobs_timings(
             &schema.sql(
                 "SELECT state::text, EXTRACT(EPOCH FROM started_at - run_at)::float8,
                         EXTRACT(EPOCH FROM finished_at - started_at)::float8
-                 FROM {s}.jobs_done WHERE id = ANY($1)",
+                 FROM {s}.jobs_finished WHERE id = ANY($1) AND bucket = ANY({s}.buckets($1))",
             ),
             &[(&ids, Type::INT8_ARRAY)],
         )
@@ -182,7 +211,8 @@ pub async fn jobs_count_by_state(
                 "SELECT state::text, count(*) FROM (
                      SELECT CASE WHEN state = 'available' AND run_at > now() THEN 'available' ELSE state::text END AS state
                      FROM {s}.jobs WHERE id = ANY($1)
-                     UNION ALL SELECT state::text FROM {s}.jobs_done WHERE id = ANY($1)) x
+                     UNION ALL SELECT state::text FROM {s}.jobs_finished
+                     WHERE id = ANY($1) AND bucket = ANY({s}.buckets($1))) x
                  GROUP BY 1",
             ),
             &[(&ids, Type::INT8_ARRAY)],

@@ -78,6 +78,16 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/008_unique_scope.sql"),
         4,
     ),
+    // Adds a table and a view, and replaces the completion functions (same
+    // signatures and results): workers of older builds keep working and
+    // record their successes the new way; older readers (CLI, controller)
+    // do not see successes recorded in batches until they are updated.
+    m(
+        9,
+        "succeeded_batches",
+        include_str!("../migrations/009_succeeded_batches.sql"),
+        4,
+    ),
 ];
 
 /// What a migration run did.

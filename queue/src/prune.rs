@@ -30,6 +30,24 @@ WITH doomed AS (
 )
 DELETE FROM {s}.jobs_done d WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM doomed))";
 
+/// Successes recorded in batches (migration 9): whole rows, each one
+/// queue's jobs finished together, past that queue's retention; or of a
+/// queue that no longer exists, after 7 days. A row holds 16 to 1,024
+/// jobs, so `$1 / 16` rows bound the statement's work like `$1` rows of
+/// `jobs_done`; it returns the number of jobs pruned.
+const SUCCEEDED_PRUNE: &str = "
+WITH doomed AS (
+    SELECT b.ctid
+    FROM {s}.jobs_succeeded b
+    LEFT JOIN {s}.queues q ON q.name = b.queue
+    WHERE b.finished_at < now() - (SELECT least(min(keep_succeeded), interval '7 days') FROM {s}.queues)
+      AND b.finished_at < now() - COALESCE(q.keep_succeeded, interval '7 days')
+    LIMIT greatest($1 / 16, 1)
+), gone AS (
+    DELETE FROM {s}.jobs_succeeded b WHERE b.ctid = ANY(ARRAY(SELECT ctid FROM doomed)) RETURNING b.n
+)
+SELECT COALESCE(sum(n), 0)::int8 FROM gone";
+
 /// Finished jobs of queues that no longer exist are pruned after this long.
 const ORPHANS_PRUNE: &str = "
 WITH doomed AS (
@@ -53,6 +71,16 @@ pub async fn jobs_prune(client: &impl GenericClient, schema: &Schema, batch: i64
         .execute_typed(&schema.sql(JOBS_PRUNE), &[(&batch, Type::INT8)])
         .await
         .db()?;
+    if n < batch as u64 {
+        let row = client
+            .query_typed_one(
+                &schema.sql(SUCCEEDED_PRUNE),
+                &[(&(batch - n as i64), Type::INT8)],
+            )
+            .await
+            .db()?;
+        n += row.get::<_, i64>(0) as u64;
+    }
     if n < batch as u64 {
         n += client
             .execute_typed(

@@ -99,7 +99,7 @@ WITH avail AS (
 ), recent AS (
     SELECT queue, count(*) AS succeeded_1m,
            avg(EXTRACT(EPOCH FROM finished_at - started_at))::float8 AS run_avg
-    FROM {s}.jobs_done WHERE finished_at > now() - interval '1 minute' AND state = 'succeeded'
+    FROM {s}.jobs_finished WHERE finished_at > now() - interval '1 minute' AND state = 'succeeded'
     GROUP BY queue
 )
 SELECT q.name, q.paused, COALESCE(a.available, 0), COALESCE(a.scheduled, 0), COALESCE(r.running, 0),
@@ -184,7 +184,7 @@ SELECT queue,
              count(*) FILTER (WHERE d <= 300), count(*) FILTER (WHERE d <= 1800)],
        count(d), COALESCE(sum(d), 0)::float8
 FROM (SELECT queue, state, EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS d
-      FROM {s}.jobs_done WHERE finished_at >= $1 AND finished_at < $2) w
+      FROM {s}.jobs_finished WHERE finished_at >= $1 AND finished_at < $2) w
 GROUP BY queue";
 
 /// Counts jobs finished in [from, to) (use windows that tile, ending a
@@ -235,7 +235,8 @@ pub async fn stats_enqueued_between(
             &schema.sql(
                 "SELECT queue, count(*) FROM (
                      SELECT queue FROM {s}.jobs WHERE id > $1 AND id <= $2
-                     UNION ALL SELECT queue FROM {s}.jobs_done WHERE id > $1 AND id <= $2) x
+                     UNION ALL SELECT queue FROM {s}.jobs_finished
+                     WHERE id > $1 AND id <= $2 AND bucket BETWEEN $1 >> 10 AND $2 >> 10) x
                  GROUP BY queue",
             ),
             &[&after, &upto],
@@ -253,7 +254,7 @@ pub async fn stats_max_job_id(client: &impl GenericClient, schema: &Schema) -> R
     let row = client
         .query_one(
             &schema.sql(
-                "SELECT GREATEST((SELECT max(id) FROM {s}.jobs), (SELECT max(id) FROM {s}.jobs_done), 0)::int8",
+                "SELECT GREATEST((SELECT max(id) FROM {s}.jobs), {s}.jobs_finished_max_id(), 0)::int8",
             ),
             &[],
         )

@@ -108,9 +108,9 @@ pub async fn drain(
         .query_one(
             &t.schema.sql(
                 "SELECT (SELECT count(*) FROM {s}.jobs),
-                        (SELECT count(*) FROM {s}.jobs_done WHERE state = 'succeeded'),
-                        (SELECT count(*) FROM {s}.jobs_done),
-                        (SELECT max(finished_at) FROM {s}.jobs_done)",
+                        (SELECT count(*) FROM {s}.jobs_finished WHERE state = 'succeeded'),
+                        (SELECT count(*) FROM {s}.jobs_finished),
+                        (SELECT max(finished_at) FROM {s}.jobs_finished)",
             ),
             &[],
         )
@@ -137,15 +137,16 @@ pub async fn drain(
 ///
 /// The poll must cost the database little, since it shares the machine
 /// with what it measures: it reads the highest id recorded finished (the
-/// right edge of `jobs_done`'s primary key), and only once that reaches the
-/// last job enqueued does it look for live jobs, from the lowest id seen,
+/// right edges of `jobs_done`'s primary key and of `jobs_succeeded`'s
+/// bucket index), and only once that reaches the last job enqueued does it
+/// look for live jobs, from the lowest id seen,
 /// which steps over the dead entries that claims leave in `jobs`' primary
 /// key (3.7 ms a poll in the middle of a drain, 7% of a core, when it was
 /// the poll throughout).
 async fn watch(t: &Target, procs: &mut [WorkerProc], jobs: u64) -> Result<(Vec<u64>, i64)> {
     let c = t.conn.client();
     let min_sql = t.schema.sql("SELECT min(id) FROM {s}.jobs WHERE id >= $1");
-    let done_sql = t.schema.sql("SELECT max(id) FROM {s}.jobs_done");
+    let done_sql = t.schema.sql("SELECT {s}.jobs_finished_max_id()");
     let row = c
         .query_one(&t.schema.sql("SELECT min(id), max(id) FROM {s}.jobs"), &[])
         .await?;

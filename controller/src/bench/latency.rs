@@ -106,7 +106,7 @@ async fn measure(t: &Target, procs: &mut [WorkerProc], jobs: u64, rate: f64) -> 
         .query(
             &t.schema.sql(
                 "SELECT id, extract(epoch FROM started_at - created_at)::float8 * 1000
-                 FROM {s}.jobs_done WHERE id > $1 AND state = 'succeeded'",
+                 FROM {s}.jobs_finished WHERE id > $1 AND bucket >= $1 >> 10 AND state = 'succeeded'",
             ),
             &[&warm],
         )

@@ -94,8 +94,9 @@ pub async fn run(
         .query_one(
             &t.schema.sql(
                 "SELECT pg_total_relation_size('{s}.jobs'), pg_relation_size('{s}.jobs'),
-                        pg_total_relation_size('{s}.jobs_done'), pg_relation_size('{s}.jobs_done'),
-                        (SELECT count(*) FROM {s}.jobs_done),
+                        pg_total_relation_size('{s}.jobs_done') + pg_total_relation_size('{s}.jobs_succeeded'),
+                        pg_relation_size('{s}.jobs_done') + pg_relation_size('{s}.jobs_succeeded'),
+                        (SELECT count(*) FROM {s}.jobs_finished),
                         (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = '{s}.jobs'::regclass),
                         (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = '{s}.jobs_done'::regclass),
                         (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = '{s}.jobs'::regclass),
@@ -121,8 +122,8 @@ pub async fn run(
         )
         .with_f("jobs_total_mb", Some(mb(0)))
         .with_f("jobs_heap_mb", Some(mb(1)))
-        .with_f("jobs_done_total_mb", Some(mb(2)))
-        .with_f("jobs_done_heap_mb", Some(mb(3)))
+        .with_f("finished_total_mb", Some(mb(2)))
+        .with_f("finished_heap_mb", Some(mb(3)))
         .with_f(
             "claim_index_mb_start",
             Some(claim_idx_start as f64 / 1048576.0),
@@ -221,7 +222,7 @@ async fn watch(
     let mut seen: Vec<Option<DateTime<Utc>>> = vec![None; marks.len()];
     let sql = t
         .schema
-        .sql("SELECT id, finished_at FROM {s}.jobs_done WHERE id = ANY($1)");
+        .sql("SELECT id, finished_at FROM {s}.jobs_finished WHERE id = ANY($1) AND bucket = ANY({s}.buckets($1))");
     let progress = super::report::bar(windows, "sustained");
     let mut last_change = Instant::now();
     loop {

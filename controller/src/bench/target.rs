@@ -138,7 +138,7 @@ impl Target {
         self.conn
             .client()
             .batch_execute(&self.schema.sql(
-                "TRUNCATE {s}.jobs, {s}.jobs_done; DELETE FROM {s}.workers;
+                "TRUNCATE {s}.jobs, {s}.jobs_done, {s}.jobs_succeeded; DELETE FROM {s}.workers;
                  UPDATE {s}.queues SET keep_succeeded = DEFAULT, paused = false WHERE name = 'default'",
             ))
             .await
@@ -163,7 +163,7 @@ impl Target {
             let sql = if self.owns_schema {
                 "DROP SCHEMA {s} CASCADE"
             } else {
-                "TRUNCATE {s}.jobs, {s}.jobs_done; DELETE FROM {s}.workers;
+                "TRUNCATE {s}.jobs, {s}.jobs_done, {s}.jobs_succeeded; DELETE FROM {s}.workers;
                  UPDATE {s}.queues SET keep_succeeded = DEFAULT WHERE name = 'default'"
             };
             self.conn
@@ -240,7 +240,7 @@ async fn claim_schema(conn: &mut Conn, schema: &Schema) -> Result<bool> {
         .client()
         .query_one(
             &schema.sql(
-                "SELECT (SELECT count(*) FROM {s}.jobs), (SELECT count(*) FROM {s}.jobs_done),
+                "SELECT (SELECT count(*) FROM {s}.jobs), (SELECT count(*) FROM {s}.jobs_finished),
                         (SELECT count(*) FROM {s}.workers)",
             ),
             &[],

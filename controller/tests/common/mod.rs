@@ -253,9 +253,9 @@ pub async fn totals(conn: &Conn) -> (i64, i64, i64, i64) {
         .client()
         .query_one(
             &conn.schema().sql(
-                "SELECT (SELECT count(*) FROM {s}.jobs), (SELECT count(*) FROM {s}.jobs_done),
-                        (SELECT count(DISTINCT id) FROM {s}.jobs_done),
-                        (SELECT count(*) FROM {s}.jobs_done WHERE state = 'succeeded')",
+                "SELECT (SELECT count(*) FROM {s}.jobs), (SELECT count(*) FROM {s}.jobs_finished),
+                        (SELECT count(DISTINCT id) FROM {s}.jobs_finished),
+                        (SELECT count(*) FROM {s}.jobs_finished WHERE state = 'succeeded')",
             ),
             &[],
         )

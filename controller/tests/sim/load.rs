@@ -72,7 +72,7 @@ pub async fn succeeded(conn: &Conn) -> i64 {
         .query_one(
             &conn
                 .schema()
-                .sql("SELECT count(*) FROM {s}.jobs_done WHERE state = 'succeeded'"),
+                .sql("SELECT count(*) FROM {s}.jobs_finished WHERE state = 'succeeded'"),
             &[],
         )
         .await
@@ -178,7 +178,7 @@ pub async fn finished_elsewhere(conn: &Conn, jobs: &[JobId], worker: &str) -> i6
     conn.client()
         .query_one(
             &conn.schema().sql(
-                "SELECT count(*) FROM {s}.jobs_done WHERE id = ANY($1) AND state = 'succeeded'
+                "SELECT count(*) FROM {s}.jobs_finished WHERE id = ANY($1) AND state = 'succeeded'
                    AND worker IS DISTINCT FROM $2 AND attempt > 1",
             ),
             &[&jobs, &worker],
@@ -214,7 +214,7 @@ pub async fn drain(conn: &Conn, ids: &[JobId], limit: Duration) -> (Outcome, Dur
                 &conn.schema().sql(
                     "SELECT count(DISTINCT id) FILTER (WHERE state = 'succeeded'), count(*), count(DISTINCT id),
                             count(*) FILTER (WHERE attempt > 1)
-                     FROM {s}.jobs_done WHERE id = ANY($1)",
+                     FROM {s}.jobs_finished WHERE id = ANY($1)",
                 ),
                 &[&ids],
             )
