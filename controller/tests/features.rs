@@ -576,3 +576,72 @@ async fn a_job_waiting_for_its_kind_is_cancelled_at_once() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(job_state(&conn, ids[0]).await.0, "running");
 }
+
+/// A success with follow-up jobs is recorded in a transaction on the
+/// completer's connection, and behind a backlog the fetcher claims on that
+/// connection too: never inside such a transaction. A claim rolled back
+/// with a refused follow-up would leave jobs running here that the
+/// database shows waiting: their completions fenced off, they would run
+/// again (attempt 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_never_run_inside_a_follow_up_transaction() {
+    let (t, conn) = test_db().await;
+    // Every 20th job asks for a follow-up in a queue that does not exist:
+    // its transaction is rolled back and the job dies.
+    let jobs: Vec<NewJob> = (0..10_000)
+        .map(|i| NewJob::new(if i % 20 == 0 { "refused" } else { "noop" }))
+        .collect();
+    drove_queue::jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+    // Small batches and a deep prefetch: two claims side by side all along.
+    let w = WorkerProc::spawn(
+        &t.url,
+        &t.schema,
+        &[
+            "--slots",
+            "4",
+            "--max-batch",
+            "20",
+            "--prefetch-window",
+            "10s",
+            "--exec",
+            r#"refused=sh -c 'echo "DROVE_ENQUEUE {\"kind\": \"x\", \"queue\": \"nowhere\"}" >&2'"#,
+        ],
+    );
+    w.ready(Duration::from_secs(10)).await;
+    wait_until(Duration::from_secs(120), "every job finished", || async {
+        let (live, done, _, _) = totals(&conn).await;
+        (live == 0 && done == 10_000).then_some(())
+    })
+    .await;
+    let rows = conn
+        .client()
+        .query(
+            &t.schema.sql(
+                "SELECT kind, state::text, attempt, count(*) FROM {s}.jobs_finished
+                 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, i32, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("noop".into(), "succeeded".into(), 1, 9_500),
+            ("refused".into(), "dead".into(), 1, 500),
+        ]
+    );
+    // A claim undone by a rollback shows here: its jobs' outcomes are
+    // fenced off and the jobs claimed again.
+    assert_eq!(w.metric("drove_worker_outcomes_rejected_total"), 0.0);
+    assert_eq!(
+        w.metric(r#"drove_worker_jobs_claimed_total{queue="default"}"#),
+        10_000.0
+    );
+}

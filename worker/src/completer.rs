@@ -332,9 +332,11 @@ async fn flush(shared: &Shared, pending: &mut Vec<Report>) -> drove_queue::Resul
 }
 
 /// Records one success and enqueues its follow-ups in one transaction on
-/// the outcomes connection (which nothing else uses meanwhile). False if
-/// the success was fenced off (then nothing is enqueued).
+/// the outcomes connection; holding [`Shared::done_tx`] keeps the fetcher's
+/// claims off it meanwhile. False if the success was fenced off (then
+/// nothing is enqueued).
 async fn complete_with_follow_ups(shared: &Shared, r: &Report) -> drove_queue::Result<bool> {
+    let _tx = shared.done_tx.lock().await;
     let me = shared.me.id.as_str();
     let Outcome::Succeeded(result) = &r.outcome else {
         return Ok(false);

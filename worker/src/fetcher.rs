@@ -8,8 +8,9 @@
 //! An idle worker therefore sends almost no queries.
 //!
 //! Behind a backlog the fetcher claims on both of its database connections
-//! at once (the claim connection and the completer's), when the last
-//! round filled its limit and at least two full batches are free: a claim
+//! at once (the claim connection and the completer's, while no transaction
+//! is open on it), when the last round filled its limit and at least two
+//! full batches are free (strict queue order only): a claim
 //! is about two thirds of the database's work per job, and one connection
 //! is one server process, so claims on one connection kept one core of the
 //! database busy and the other half idle (`drove bench drain`: the claim
@@ -98,8 +99,8 @@ pub async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Task>, stop: Can
 /// before it left; with weights each first gets its share of `free`, then
 /// the queues that had more take what the others left, in order. True if
 /// some queue had more due jobs than were taken. With `backlog` (the last
-/// round filled), a queue with room for two full batches is claimed on
-/// both connections at once.
+/// round filled) and strict order, a queue with room for two full batches
+/// is claimed on both connections at once ([`claim_twice`]).
 async fn claim_round(
     shared: &Shared,
     tx: &mpsc::UnboundedSender<Task>,
@@ -116,15 +117,11 @@ async fn claim_round(
             }
             let limit = free.min(max_batch);
             let got = if backlog && free >= 2 * max_batch {
-                let (a, b) = tokio::join!(
-                    claim_from(shared, tx, queue, limit, &shared.main_link),
-                    claim_from(shared, tx, queue, limit, &shared.done_link),
-                );
-                let (a, b) = (a?, b?);
-                filled |= a == limit || b == limit;
-                a + b
+                let (got, full) = claim_twice(shared, tx, queue, limit).await?;
+                filled |= full;
+                got
             } else {
-                let got = claim_from(shared, tx, queue, limit, &shared.main_link).await?;
+                let got = claim_from(shared, tx, queue, limit).await?;
                 filled |= got == limit;
                 got
             };
@@ -156,7 +153,7 @@ async fn claim_round(
             more.push(i);
             continue;
         }
-        let got = claim_from(shared, tx, queue, limit, &shared.main_link).await?;
+        let got = claim_from(shared, tx, queue, limit).await?;
         free -= got;
         pass[i] += got as f64 / f64::from(weights[i]);
         if got == limit {
@@ -170,7 +167,7 @@ async fn claim_round(
             break;
         }
         let limit = free.min(max_batch);
-        let got = claim_from(shared, tx, &queues[i], limit, &shared.main_link).await?;
+        let got = claim_from(shared, tx, &queues[i], limit).await?;
         pass[i] += got as f64 / f64::from(weights[i]);
         filled |= got == limit;
         free -= got;
@@ -192,76 +189,134 @@ async fn claim_round(
     Ok(filled)
 }
 
-/// Claims up to `limit` jobs of `queue` on `link` and hands them to the
-/// executor. Returns how many.
+/// Claims up to `limit` jobs of `queue` on the claim connection and hands
+/// them to the executor. Returns how many.
 async fn claim_from(
     shared: &Shared,
     tx: &mpsc::UnboundedSender<Task>,
     queue: &str,
     limit: usize,
-    link: &crate::link::Link,
 ) -> drove_queue::Result<usize> {
-    let limit = limit as i64;
-    {
-        let started = Instant::now();
-        let claim = link
-            .run("claim", |conn| async move {
-                drove_queue::jobs_claim_hinted(&conn, queue, limit, &shared.me.id).await
-            })
-            .await?;
-        if let Some(wait) = claim.held_back {
-            // A fleet-wide limit (max running, rate) held the queue back:
-            // come back when it may allow more, not at the slow poll.
-            shared.due_at(Instant::now() + wait);
-        }
-        let jobs = claim.jobs;
-        shared
-            .metrics
-            .claim_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if jobs.is_empty() {
-            return Ok(0);
-        }
-        let got = jobs.len();
-        shared
-            .metrics
-            .claimed
-            .with_label_values(&[queue])
-            .inc_by(got as u64);
-        // Kinds resolved once per run of equal kinds, not per job.
-        let mut meta: Option<Arc<JobMeta>> = None;
-        let tasks: Vec<Task> = jobs
-            .into_iter()
-            .map(|job| {
-                let m = match &meta {
-                    Some(m) if *m.kind == *job.kind => m.clone(),
-                    _ => meta.insert(shared.job_meta(queue, &job.kind)).clone(),
-                };
-                tracing::debug!(job = job.id, kind = %job.kind, attempt = job.attempt, "claimed");
-                Task {
-                    id: job.id,
-                    attempt: job.attempt,
-                    ctid: job.ctid,
-                    timeout_ms: job.timeout_ms,
-                    payload: job.payload,
-                    held: Arc::new(Held::new(job.attempt)),
-                    meta: m,
-                }
-            })
-            .collect();
-        {
-            let mut held = shared.held.lock().expect("held lock poisoned");
-            for t in &tasks {
-                held.insert(t.id, t.held.clone());
+    let jobs = claim_on(shared, queue, limit, &shared.main_link).await?;
+    Ok(dispatch(shared, tx, queue, jobs))
+}
+
+/// Two claims of up to `limit` jobs each, side by side, one on each
+/// connection. The completer's connection is used only while no
+/// transaction is open on it (a success with follow-up jobs holds
+/// [`Shared::done_tx`]); otherwise this is one claim. The jobs of both go
+/// to the executor in queue order, also when one of the claims failed
+/// (its error is returned after the other's jobs are handed on: they are
+/// leased to this worker).
+async fn claim_twice(
+    shared: &Shared,
+    tx: &mpsc::UnboundedSender<Task>,
+    queue: &str,
+    limit: usize,
+) -> drove_queue::Result<(usize, bool)> {
+    let Ok(_no_tx) = shared.done_tx.try_lock() else {
+        let got = claim_from(shared, tx, queue, limit).await?;
+        return Ok((got, got == limit));
+    };
+    let (a, b) = tokio::join!(
+        claim_on(shared, queue, limit, &shared.main_link),
+        claim_on(shared, queue, limit, &shared.done_link),
+    );
+    let mut jobs = Vec::new();
+    let mut filled = false;
+    let mut failed = None;
+    for r in [a, b] {
+        match r {
+            Ok(j) => {
+                filled |= j.len() == limit;
+                jobs.extend(j);
             }
-            shared.metrics.in_flight.set(held.len() as i64);
+            Err(e) => failed = Some(e),
         }
-        for task in tasks {
-            // The executor outlives the fetcher, so the channel is open.
-            let _ = tx.send(task);
-        }
-        Ok(got)
     }
+    jobs.sort_unstable_by_key(|j| (j.priority, j.run_at, j.id));
+    let got = dispatch(shared, tx, queue, jobs);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((got, filled)),
+    }
+}
+
+/// Claims up to `limit` jobs of `queue` on `link`.
+async fn claim_on(
+    shared: &Shared,
+    queue: &str,
+    limit: usize,
+    link: &crate::link::Link,
+) -> drove_queue::Result<Vec<drove_queue::ClaimedJob>> {
+    let limit = limit as i64;
+    let started = Instant::now();
+    let claim = link
+        .run("claim", |conn| async move {
+            drove_queue::jobs_claim_hinted(&conn, queue, limit, &shared.me.id).await
+        })
+        .await?;
+    if let Some(wait) = claim.held_back {
+        // A fleet-wide limit (max running, rate) held the queue back:
+        // come back when it may allow more, not at the slow poll.
+        shared.due_at(Instant::now() + wait);
+    }
+    shared
+        .metrics
+        .claim_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(claim.jobs)
+}
+
+/// Hands claimed jobs to the executor, in the order given. Returns how many.
+fn dispatch(
+    shared: &Shared,
+    tx: &mpsc::UnboundedSender<Task>,
+    queue: &str,
+    jobs: Vec<drove_queue::ClaimedJob>,
+) -> usize {
+    if jobs.is_empty() {
+        return 0;
+    }
+    let got = jobs.len();
+    shared
+        .metrics
+        .claimed
+        .with_label_values(&[queue])
+        .inc_by(got as u64);
+    // Kinds resolved once per run of equal kinds, not per job.
+    let mut meta: Option<Arc<JobMeta>> = None;
+    let tasks: Vec<Task> = jobs
+        .into_iter()
+        .map(|job| {
+            let m = match &meta {
+                Some(m) if *m.kind == *job.kind => m.clone(),
+                _ => meta.insert(shared.job_meta(queue, &job.kind)).clone(),
+            };
+            tracing::debug!(job = job.id, kind = %job.kind, attempt = job.attempt, "claimed");
+            Task {
+                id: job.id,
+                attempt: job.attempt,
+                ctid: job.ctid,
+                timeout_ms: job.timeout_ms,
+                payload: job.payload,
+                held: Arc::new(Held::new(job.attempt)),
+                meta: m,
+            }
+        })
+        .collect();
+    {
+        let mut held = shared.held.lock().expect("held lock poisoned");
+        for t in &tasks {
+            held.insert(t.id, t.held.clone());
+        }
+        shared.metrics.in_flight.set(held.len() as i64);
+    }
+    for task in tasks {
+        // The executor outlives the fetcher, so the channel is open.
+        let _ = tx.send(task);
+    }
+    got
 }
 
 /// ±20% so a fleet started together does not poll in lockstep.

@@ -235,8 +235,11 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Claims and heartbeats.
     pub main_link: Link,
-    /// Outcomes and progress.
+    /// Outcomes and progress; claims too behind a backlog.
     pub done_link: Link,
+    /// Held while a transaction is open on `done_link` (a success and its
+    /// follow-up jobs), so that no claim runs inside it.
+    pub done_tx: tokio::sync::Mutex<()>,
     pub held: Mutex<IdMap<Arc<Held>>>,
     /// Slots running a job now.
     pub busy: AtomicUsize,
@@ -293,6 +296,7 @@ impl Shared {
             metrics,
             main_link,
             done_link,
+            done_tx: tokio::sync::Mutex::new(()),
             held: Mutex::new(IdMap::default()),
             busy: AtomicUsize::new(0),
             kinds: Mutex::new(HashMap::new()),
