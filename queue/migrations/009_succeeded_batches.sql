@@ -89,6 +89,7 @@ CREATE AGGREGATE {s}.array_cat_agg(anycompatiblearray) (sfunc = array_cat, stype
 -- The completions of migration 006, same signatures and results, writing
 -- groups of 16 or more jobs as batch rows. Keys of batched jobs are
 -- released here; the trigger on `jobs_done` releases the others'.
+-- Successes found at the address their claim returned:
 CREATE OR REPLACE FUNCTION {s}.jobs_complete_at(p_ctid tid[], p_id int8[], p_attempt int4[], p_result jsonb[],
                                                 p_worker text)
 RETURNS int8[]
@@ -137,48 +138,30 @@ BEGIN
 END;
 $$;
 
--- Successes found by id (their row moved since the claim, or no address).
+-- Successes found by id (their row moved since the claim, or no address):
+-- their current addresses, locked so that the rows cannot move again
+-- before the completion above records them in the same transaction.
 CREATE OR REPLACE FUNCTION {s}.jobs_complete_by_id(p_id int8[], p_attempt int4[], p_result jsonb[], p_worker text)
 RETURNS int8[]
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
-    accepted int8[];
+    at tid[];
+    ids int8[];
+    attempts int4[];
+    results jsonb[];
 BEGIN
-    WITH c AS (
-        SELECT * FROM unnest(p_id, p_attempt, p_result,
-                             array_fill(p_worker, ARRAY[cardinality(p_id)])) AS c(id, attempt, result, owner)
-    ), done AS (
-        DELETE FROM {s}.jobs j USING c
-        WHERE j.id = c.id AND j.attempt = c.attempt AND j.lease_owner = c.owner
-        RETURNING j.queue, j.unique_key IS NOT NULL AS keyed, j.ordering_key IS NOT NULL AS ordered,
-                  ROW(j.id, j.kind, j.priority, j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at,
-                      j.unique_key, j.ordering_key, j.payload, j.progress, c.result, j.errors)::{s}.succeeded_job AS r
-    ), g AS (
-        SELECT queue, (r).id >> 10 AS bucket, count(*)::int AS n, array_agg((r).id) AS ids, array_agg(r) AS jobs,
-               bool_or(keyed) AS keyed, bool_or(ordered) AS ordered
-        FROM done GROUP BY queue, (r).id >> 10
-    ), batched AS (
-        INSERT INTO {s}.jobs_succeeded (queue, bucket, finished_at, worker, n, ids, jobs)
-        SELECT queue, bucket, now(), p_worker, n, ids, jobs FROM g WHERE n >= 16
-    ), single AS (
-        INSERT INTO {s}.jobs_done (id, queue, kind, state, priority, attempt, max_attempts, run_at, created_at,
-                                   started_at, finished_at, worker, unique_key, ordering_key, payload, progress,
-                                   result, errors)
-        SELECT u.id, g.queue, u.kind, 'succeeded', u.priority, u.attempt, u.max_attempts, u.run_at, u.created_at,
-               u.started_at, now(), p_worker, u.unique_key, u.ordering_key, u.payload, u.progress, u.result,
-               u.errors
-        FROM g CROSS JOIN LATERAL unnest(g.jobs) u
-        WHERE g.n < 16
-    ), released AS (
-        DELETE FROM {s}.unique_keys k
-        WHERE k.job_id = ANY(ARRAY(SELECT u.id FROM g CROSS JOIN LATERAL unnest(g.jobs) u
-                                   WHERE g.n >= 16 AND g.keyed AND u.unique_key IS NOT NULL))
-          AND k.scope <> 'window'
-    ), woken AS (
-        SELECT count(pg_notify('{jobs_chan}', q.queue)) AS n
-        FROM (SELECT DISTINCT queue FROM g WHERE ordered) q
-    )
-    SELECT COALESCE({s}.array_cat_agg(g.ids), '{}') INTO accepted FROM g, woken;
-    RETURN accepted;
+    SELECT array_agg(x.ctid), array_agg(x.id), array_agg(x.attempt), array_agg(x.result)
+    INTO at, ids, attempts, results
+    FROM (
+        SELECT j.ctid, c.id, c.attempt, c.result
+        FROM unnest(p_id, p_attempt, p_result) AS c(id, attempt, result)
+        JOIN {s}.jobs j ON j.id = c.id
+        WHERE j.lease_owner = p_worker
+        FOR UPDATE OF j
+    ) x;
+    IF at IS NULL THEN
+        RETURN '{}';
+    END IF;
+    RETURN {s}.jobs_complete_at(at, ids, attempts, results, p_worker);
 END;
 $$;

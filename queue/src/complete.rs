@@ -46,6 +46,18 @@ pub struct Completion {
     pub ctid: Option<Tid>,
 }
 
+impl From<&crate::ClaimedJob> for Completion {
+    /// The success of a claimed job, with no result, at its claimed address.
+    fn from(job: &crate::ClaimedJob) -> Completion {
+        Completion {
+            id: job.id,
+            attempt: job.attempt,
+            result: None,
+            ctid: Some(job.ctid),
+        }
+    }
+}
+
 /// Records successes: in one statement when every row is where its claim
 /// left it, plus one by id for those that moved. Returns the ids accepted.
 pub async fn jobs_complete_many(

@@ -80,8 +80,10 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // Adds a table and a view, and replaces the completion functions (same
     // signatures and results): workers of older builds keep working and
-    // record their successes the new way; older readers (CLI, controller)
-    // do not see successes recorded in batches until they are updated.
+    // record their successes the new way. Older controllers and CLIs do
+    // not see successes recorded in batches; the floor stays at 4 anyway,
+    // for the workers (one floor serves both), and docs/deploy-gcp.md says
+    // to upgrade the controller with the migration.
     m(
         9,
         "succeeded_batches",

@@ -31,18 +31,24 @@ WITH doomed AS (
 DELETE FROM {s}.jobs_done d WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM doomed))";
 
 /// Successes recorded in batches (migration 9): whole rows, each one
-/// queue's jobs finished together, past that queue's retention; or of a
-/// queue that no longer exists, after 7 days. A row holds 16 to 1,024
-/// jobs, so `$1 / 16` rows bound the statement's work like `$1` rows of
-/// `jobs_done`; it returns the number of jobs pruned.
+/// queue's jobs finished together, past that queue's retention (or, for a
+/// queue that no longer exists, 7 days), oldest first, as many rows as
+/// hold up to `$1` jobs (the last row may take it over by less than one
+/// row's jobs). Returns the number of jobs pruned.
 const SUCCEEDED_PRUNE: &str = "
-WITH doomed AS (
-    SELECT b.ctid
+WITH candidates AS (
+    SELECT b.ctid, b.n, b.finished_at
     FROM {s}.jobs_succeeded b
     LEFT JOIN {s}.queues q ON q.name = b.queue
     WHERE b.finished_at < now() - (SELECT least(min(keep_succeeded), interval '7 days') FROM {s}.queues)
       AND b.finished_at < now() - COALESCE(q.keep_succeeded, interval '7 days')
+    ORDER BY b.finished_at
     LIMIT greatest($1 / 16, 1)
+), doomed AS (
+    SELECT ctid FROM (
+        SELECT ctid, sum(n) OVER (ORDER BY finished_at, ctid ROWS UNBOUNDED PRECEDING) - n AS before
+        FROM candidates
+    ) c WHERE before < $1
 ), gone AS (
     DELETE FROM {s}.jobs_succeeded b WHERE b.ctid = ANY(ARRAY(SELECT ctid FROM doomed)) RETURNING b.n
 )

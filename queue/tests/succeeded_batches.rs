@@ -9,15 +9,6 @@ use drove_queue::inspect::{jobs_count_by_state, jobs_timings};
 use drove_queue::testing::TestDb;
 use drove_queue::*;
 
-fn done(job: &ClaimedJob) -> Completion {
-    Completion {
-        id: job.id,
-        attempt: job.attempt,
-        result: None,
-        ctid: Some(job.ctid),
-    }
-}
-
 /// (rows, jobs) in `jobs_succeeded`, and successes in `jobs_done`.
 async fn recorded(t: &TestDb, conn: &Conn) -> (i64, i64, i64) {
     let row = conn
@@ -56,7 +47,7 @@ async fn a_big_completion_is_one_row_and_every_reader_sees_its_jobs() {
     let ids = enqueue_numbered(&t, &conn, 100).await;
     let claimed = jobs_claim(&conn, "default", 100, "w1").await.unwrap();
     assert_eq!(claimed.len(), 100);
-    let mut batch: Vec<Completion> = claimed.iter().map(done).collect();
+    let mut batch: Vec<Completion> = claimed.iter().map(Completion::from).collect();
     for (i, c) in batch.iter_mut().enumerate() {
         c.result =
             Some(serde_json::value::RawValue::from_string(format!("{{\"r\": {i}}}")).unwrap());
@@ -204,7 +195,7 @@ async fn small_groups_are_recorded_row_by_row() {
     let ids = enqueue_numbered(&t, &conn, 30).await;
     assert_eq!((ids[0], ids[29]), (1015, 1044));
     let claimed = jobs_claim(&conn, "default", 30, "w1").await.unwrap();
-    let batch: Vec<Completion> = claimed.iter().map(done).collect();
+    let batch: Vec<Completion> = claimed.iter().map(Completion::from).collect();
     assert_eq!(
         jobs_complete_many(&conn, "w1", &batch).await.unwrap().len(),
         30
@@ -221,20 +212,39 @@ async fn small_groups_are_recorded_row_by_row() {
         let job = job_get(conn.client(), &t.schema, id).await.unwrap();
         assert_eq!((job.id, job.state), (id, JobState::Succeeded));
     }
-    // The same through the by-id path (rows that moved since the claim).
-    let more = enqueue_numbered(&t, &conn, 2).await;
-    let claimed = jobs_claim(&conn, "default", 2, "w1").await.unwrap();
-    let by_id: Vec<Completion> = claimed
+    // The same through the by-id path (rows that moved since the claim):
+    // 20 more in bucket 1 make a second row there; one of them moved.
+    let more = enqueue_numbered(&t, &conn, 20).await;
+    let claimed = jobs_claim(&conn, "default", 20, "w1").await.unwrap();
+    let progress = serde_json::value::RawValue::from_string("{\"step\": 1}".into()).unwrap();
+    assert!(
+        job_set_progress(&conn, "w1", claimed[3].id, claimed[3].attempt, &progress)
+            .await
+            .unwrap()
+    );
+    let mut by_id: Vec<Completion> = claimed
         .iter()
         .map(|j| Completion {
             ctid: None,
-            ..done(j)
+            ..Completion::from(j)
         })
         .collect();
+    // A stale attempt is fenced off on this path too.
+    by_id[5].attempt += 1;
     let mut accepted = jobs_complete_many(&conn, "w1", &by_id).await.unwrap();
     accepted.sort_unstable();
-    assert_eq!(accepted, more);
-    assert_eq!(recorded(&t, &conn).await, (1, 21, 11));
+    let expected: Vec<JobId> = more
+        .iter()
+        .copied()
+        .filter(|id| *id != claimed[5].id)
+        .collect();
+    assert_eq!(accepted, expected);
+    assert_eq!(recorded(&t, &conn).await, (2, 40, 9));
+    let moved = job_get(conn.client(), &t.schema, claimed[3].id)
+        .await
+        .unwrap();
+    assert_eq!(moved.state, JobState::Succeeded);
+    assert_eq!(moved.progress, Some(serde_json::json!({"step": 1})));
 }
 
 /// Keys of batched jobs are released as the trigger on `jobs_done`
@@ -270,7 +280,7 @@ async fn unique_keys_of_batched_jobs_are_released() {
     };
     assert_eq!(keys().await, [("active".into(), 20), ("window".into(), 20)]);
     let claimed = jobs_claim(&conn, "default", 40, "w1").await.unwrap();
-    let batch: Vec<Completion> = claimed.iter().map(done).collect();
+    let batch: Vec<Completion> = claimed.iter().map(Completion::from).collect();
     assert_eq!(
         jobs_complete_many(&conn, "w1", &batch).await.unwrap().len(),
         40
@@ -292,8 +302,9 @@ async fn unique_keys_of_batched_jobs_are_released() {
     assert!(again[1].existing, "window key held: {again:?}");
 }
 
-/// Batch rows go with their queue's success retention, whole, and the
-/// pruner counts the jobs in them.
+/// Batch rows go with their queue's success retention, whole, oldest
+/// first, as many as hold the batch size asked for; the pruner counts the
+/// jobs in them.
 #[tokio::test]
 async fn batched_successes_are_pruned_with_their_queue_retention() {
     let t = TestDb::new().await;
@@ -305,21 +316,23 @@ async fn batched_successes_are_pruned_with_their_queue_retention() {
         ))
         .await
         .unwrap();
-    for queue in ["default", "keep"] {
-        let jobs: Vec<NewJob> = (0..50)
+    // Two completions of 100 in `default` (two rows), one in `keep`.
+    for queue in ["default", "default", "keep"] {
+        let jobs: Vec<NewJob> = (0..100)
             .map(|_| NewJob::new("noop").with_queue(queue))
             .collect();
         jobs_enqueue_many(conn.client(), &t.schema, &jobs)
             .await
             .unwrap();
-        let claimed = jobs_claim(&conn, queue, 50, "w1").await.unwrap();
-        let batch: Vec<Completion> = claimed.iter().map(done).collect();
+        let claimed = jobs_claim(&conn, queue, 100, "w1").await.unwrap();
+        let batch: Vec<Completion> = claimed.iter().map(Completion::from).collect();
         assert_eq!(
             jobs_complete_many(&conn, "w1", &batch).await.unwrap().len(),
-            50
+            100
         );
     }
-    assert_eq!(recorded(&t, &conn).await, (2, 100, 0));
+    let (rows, jobs, _) = recorded(&t, &conn).await;
+    assert_eq!((rows, jobs), (3, 300), "whatever the buckets, 300 jobs");
     assert_eq!(
         prune::jobs_prune(conn.client(), &t.schema, 1000)
             .await
@@ -327,18 +340,24 @@ async fn batched_successes_are_pruned_with_their_queue_retention() {
         0
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        prune::jobs_prune(conn.client(), &t.schema, 1000)
-            .await
-            .unwrap(),
-        50
-    );
-    assert_eq!(recorded(&t, &conn).await, (1, 50, 0));
-    let left: String = conn
-        .client()
-        .query_one(&t.schema.sql("SELECT queue FROM {s}.jobs_succeeded"), &[])
+    // Asked for 50: the oldest row goes whole (100), not the next one.
+    let first = prune::jobs_prune(conn.client(), &t.schema, 50)
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, "keep");
+        .unwrap();
+    assert_eq!(first, 100);
+    let rest = prune::jobs_prune(conn.client(), &t.schema, 1000)
+        .await
+        .unwrap();
+    assert_eq!(first + rest, 200);
+    let left = conn
+        .client()
+        .query(
+            &t.schema
+                .sql("SELECT DISTINCT queue FROM {s}.jobs_succeeded"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].get::<_, String>(0), "keep");
 }
