@@ -43,7 +43,7 @@ WITH candidates AS (
     WHERE b.finished_at < now() - (SELECT least(min(keep_succeeded), interval '7 days') FROM {s}.queues)
       AND b.finished_at < now() - COALESCE(q.keep_succeeded, interval '7 days')
     ORDER BY b.finished_at
-    LIMIT greatest($1 / 16, 1)
+    LIMIT greatest(($1 + 15) / 16, 1)
 ), doomed AS (
     SELECT ctid FROM (
         SELECT ctid, sum(n) OVER (ORDER BY finished_at, ctid ROWS UNBOUNDED PRECEDING) - n AS before
@@ -70,8 +70,9 @@ DELETE FROM {s}.unique_keys u USING (
     WHERE scope = 'window' AND expires_at <= now() LIMIT $1
 ) x WHERE u.queue = x.queue AND u.key = x.key AND u.expires_at <= now()";
 
-/// Deletes at most `batch` finished jobs past retention; returns how many.
-/// Call again while it returns `batch`.
+/// Deletes about `batch` finished jobs past retention (successes recorded
+/// in batches go whole rows at a time, so up to 1,023 more); returns how
+/// many. Call again while it returns `batch` or more.
 pub async fn jobs_prune(client: &impl GenericClient, schema: &Schema, batch: i64) -> Result<u64> {
     let mut n = client
         .execute_typed(&schema.sql(JOBS_PRUNE), &[(&batch, Type::INT8)])

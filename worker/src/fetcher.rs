@@ -231,7 +231,12 @@ async fn claim_twice(
                 filled |= j.len() == limit;
                 jobs.extend(j);
             }
-            Err(e) => failed = Some(e),
+            Err(e) => {
+                if let Some(first) = failed.replace(e) {
+                    shared.metrics.db_errors.with_label_values(&["claim"]).inc();
+                    tracing::warn!(error = %first, "claim failed");
+                }
+            }
         }
     }
     jobs.sort_unstable_by_key(|j| (j.priority, j.run_at, j.id));
