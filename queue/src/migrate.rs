@@ -90,6 +90,13 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/009_succeeded_batches.sql"),
         4,
     ),
+    // Replaces the success completion, same signature and results.
+    m(
+        10,
+        "complete_fence",
+        include_str!("../migrations/010_complete_fence.sql"),
+        4,
+    ),
 ];
 
 /// What a migration run did.

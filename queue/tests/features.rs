@@ -404,6 +404,7 @@ async fn migration_8_gives_live_keyed_jobs_their_scope() {
              DROP VIEW {s}.jobs_finished; DROP TABLE {s}.jobs_succeeded; DROP TYPE {s}.succeeded_job;
              DROP FUNCTION {s}.buckets(int8[]); DROP FUNCTION {s}.jobs_finished_max_id();
              DROP AGGREGATE {s}.array_cat_agg(anycompatiblearray);
+             DROP FUNCTION {s}.jobs_complete_joined(tid[], int8[], int4[], jsonb[], text);
              DELETE FROM {s}.schema_migrations WHERE version >= 8",
         ))
         .await
