@@ -858,3 +858,60 @@ async fn outcomes_never_scan_jobs_even_when_statistics_say_nothing_runs() {
         assert_eq!(scans, 0, "{step}: scanned all of jobs");
     }
 }
+
+/// A claim updates the rows it picked by their addresses (a TID scan), also
+/// when the statistics say `jobs` is nearly empty (taken just after a
+/// drain, before a new backlog): an update guard the claim index could
+/// serve once made the planner walk that whole index per claim (900 ms per
+/// claim of 1,000 instead of a few).
+#[tokio::test]
+async fn claims_find_their_rows_by_address_even_when_statistics_say_jobs_is_empty() {
+    let t = TestDb::new().await;
+    let setup = registered(&t, "w1", Duration::from_secs(60)).await;
+    backlog(&t, &setup, 20_000).await;
+    setup
+        .client()
+        .batch_execute(&t.schema.sql(
+            "UPDATE pg_class SET reltuples = 1, relpages = 10000 WHERE oid = '{s}.jobs'::regclass",
+        ))
+        .await
+        .unwrap();
+    // A new connection: no plan cached from the true statistics.
+    let conn = t.conn().await;
+    let read = || async {
+        conn.client()
+            .query_one(
+                &t.schema.sql(
+                    "SELECT pg_stat_get_xact_tuples_returned('{s}.jobs_claim_idx'::regclass)",
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    // Enough claims for the statement to be planned generically too (after
+    // five); in one
+    // transaction for the counter, which ends before anything is asserted.
+    conn.client().batch_execute("BEGIN").await.unwrap();
+    let mut rounds: Vec<(usize, i64)> = Vec::new();
+    for _ in 0..6 {
+        let before = read().await;
+        let Ok(claimed) = jobs_claim(&conn, "default", 1000, "w1").await else {
+            break;
+        };
+        rounds.push((claimed.len(), read().await - before));
+    }
+    conn.client().batch_execute("COMMIT").await.unwrap();
+    assert_eq!(rounds.len(), 6, "a claim failed");
+    for (round, (claimed, entries)) in rounds.into_iter().enumerate() {
+        assert_eq!(claimed, 1000);
+        // The picking walks past the entries of the jobs claimed earlier
+        // in this transaction (not yet dead to anyone): round r reads about
+        // (r + 1) x 1,000. Walking the whole index reads all 20,000.
+        assert!(
+            entries <= 10_000,
+            "claim {round} read {entries} claim index entries for 1,000 jobs"
+        );
+    }
+}
