@@ -869,10 +869,13 @@ async fn claims_find_their_rows_by_address_even_when_statistics_say_jobs_is_empt
     let t = TestDb::new().await;
     let setup = registered(&t, "w1", Duration::from_secs(60)).await;
     backlog(&t, &setup, 20_000).await;
+    // No autovacuum to put the true statistics back (checked at the end).
+    // Writing pg_class needs a superuser, as the test database is.
     setup
         .client()
         .batch_execute(&t.schema.sql(
-            "UPDATE pg_class SET reltuples = 1, relpages = 10000 WHERE oid = '{s}.jobs'::regclass",
+            "ALTER TABLE {s}.jobs SET (autovacuum_enabled = off);
+             UPDATE pg_class SET reltuples = 1, relpages = 10000 WHERE oid = '{s}.jobs'::regclass",
         ))
         .await
         .unwrap();
@@ -891,19 +894,34 @@ async fn claims_find_their_rows_by_address_even_when_statistics_say_jobs_is_empt
             .get::<_, i64>(0)
     };
     // Enough claims for the statement to be planned generically too (after
-    // five); in one
-    // transaction for the counter, which ends before anything is asserted.
+    // five); in one transaction for the counter, which ends before anything
+    // is asserted.
     conn.client().batch_execute("BEGIN").await.unwrap();
     let mut rounds: Vec<(usize, i64)> = Vec::new();
+    let mut failed = None;
     for _ in 0..6 {
         let before = read().await;
-        let Ok(claimed) = jobs_claim(&conn, "default", 1000, "w1").await else {
-            break;
-        };
-        rounds.push((claimed.len(), read().await - before));
+        match jobs_claim(&conn, "default", 1000, "w1").await {
+            Ok(claimed) => rounds.push((claimed.len(), read().await - before)),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
     conn.client().batch_execute("COMMIT").await.unwrap();
-    assert_eq!(rounds.len(), 6, "a claim failed");
+    assert!(failed.is_none(), "a claim failed: {failed:?}");
+    let reltuples: f32 = conn
+        .client()
+        .query_one(
+            &t.schema
+                .sql("SELECT reltuples FROM pg_class WHERE oid = '{s}.jobs'::regclass"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reltuples, 1.0, "the statistics were not the forced ones");
     for (round, (claimed, entries)) in rounds.into_iter().enumerate() {
         assert_eq!(claimed, 1000);
         // The picking walks past the entries of the jobs claimed earlier
