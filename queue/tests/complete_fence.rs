@@ -70,7 +70,12 @@ async fn a_row_is_recorded_only_as_an_attempt_the_batch_reports() {
     expected.sort_unstable();
     assert_eq!(accepted, expected);
     for job in [&mine[2], &mine[20], &mine[21], &theirs[0]] {
-        assert_eq!(state(&t, &w1, job.id).await, JobState::Running, "{}", job.id);
+        assert_eq!(
+            state(&t, &w1, job.id).await,
+            JobState::Running,
+            "{}",
+            job.id
+        );
     }
     for job in &mine[..2] {
         assert_eq!(state(&t, &w1, job.id).await, JobState::Succeeded);
@@ -159,7 +164,10 @@ async fn the_fence_is_one_tid_scan_and_a_hashed_test() {
         .collect();
     assert!(plan.contains("Tid Scan on jobs"), "{plan}");
     assert!(plan.contains("hashed SubPlan"), "{plan}");
-    assert!(!plan.contains("Seq Scan") && !plan.contains("Nested Loop"), "{plan}");
+    assert!(
+        !plan.contains("Seq Scan") && !plan.contains("Nested Loop"),
+        "{plan}"
+    );
     // The function's own statement is the one planned here.
     let body: String = conn
         .client()
@@ -174,7 +182,9 @@ async fn the_fence_is_one_tid_scan_and_a_hashed_test() {
         .unwrap()
         .get(0);
     assert!(
-        body.contains("COALESCE((j.id, j.attempt) IN (SELECT unnest(p_id), unnest(p_attempt)), false)"),
+        body.contains(
+            "COALESCE((j.id, j.attempt) IN (SELECT unnest(p_id), unnest(p_attempt)), false)"
+        ),
         "{body}"
     );
 }

@@ -884,9 +884,8 @@ async fn claims_find_their_rows_by_address_even_when_statistics_say_jobs_is_empt
     let read = || async {
         conn.client()
             .query_one(
-                &t.schema.sql(
-                    "SELECT pg_stat_get_xact_tuples_returned('{s}.jobs_claim_idx'::regclass)",
-                ),
+                &t.schema
+                    .sql("SELECT pg_stat_get_xact_tuples_returned('{s}.jobs_claim_idx'::regclass)"),
                 &[],
             )
             .await
