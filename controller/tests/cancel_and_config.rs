@@ -1,5 +1,5 @@
 //! Cancelling a running job stops it on its worker within seconds; serve's
-//! configuration errors name the bad value.
+//! configuration errors name the bad value; the worker's runtime threads.
 
 mod common;
 
@@ -203,4 +203,36 @@ async fn cron_schedules_from_the_cli_and_from_a_file() {
     assert_eq!(code, Some(1));
     assert!(err.contains("no cron schedule named \"hourly\""), "{err}");
     let _ = std::fs::remove_file(file);
+}
+
+/// `--runtime-threads`: the worker's async runtime has one thread by
+/// default, as many as asked, or one per CPU with 0; on each it runs jobs.
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_threads_sets_the_workers_runtime_threads() {
+    let (t, conn) = test_db().await;
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (flag, want) in [(None, 1), (Some("3"), 3), (Some("0"), cpus)] {
+        let extra: Vec<&str> = match flag {
+            Some(n) => vec!["--runtime-threads", n],
+            None => vec![],
+        };
+        let w = WorkerProc::spawn(&t.url, &t.schema, &extra);
+        w.ready(Duration::from_secs(10)).await;
+        let threads = std::fs::read_dir(format!("/proc/{}/task", w.pid()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "tokio-rt-worker")
+            .count();
+        assert_eq!(threads, want, "--runtime-threads {flag:?}");
+        let id = drove_queue::jobs_enqueue(conn.client(), &t.schema, &NewJob::new("noop"))
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(10), "the job succeeded", || async {
+            let job = drove_queue::job_get(conn.client(), &t.schema, id)
+                .await
+                .ok()?;
+            (job.state == drove_queue::JobState::Succeeded).then_some(())
+        })
+        .await;
+    }
 }

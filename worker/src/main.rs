@@ -14,6 +14,14 @@ struct Cli {
     /// At start, keep retrying an unreachable database for this long.
     #[arg(long, env = "DROVE_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     startup_timeout: std::time::Duration,
+
+    /// Threads running the worker's own work: claims, completions,
+    /// heartbeats and the built-in and `exec` jobs, none of which computes
+    /// on these threads (`spin` burns CPU on a pool of its own, `exec` in
+    /// its process); 0 means one per CPU. One left the database more of a
+    /// small machine's CPU: 3% more jobs/s in a drain than one per CPU.
+    #[arg(long, env = "DROVE_RUNTIME_THREADS", default_value_t = 1)]
+    runtime_threads: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -22,10 +30,11 @@ fn main() -> std::process::ExitCode {
         cli.config.log_format,
         drove_worker::logging::Target::Service,
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cli.runtime_threads > 0 {
+        builder.worker_threads(cli.runtime_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("drove-worker: cannot start the async runtime: {e}");
