@@ -218,6 +218,8 @@ async fn runtime_threads_sets_the_workers_runtime_threads() {
         };
         let w = WorkerProc::spawn(&t.url, &t.schema, &extra);
         w.ready(Duration::from_secs(10)).await;
+        // Runtime threads are named so (tokio 1.50 and later); blocking-pool
+        // threads share the name, but nothing here starts one.
         let threads = std::fs::read_dir(format!("/proc/{}/task", w.pid()))
             .unwrap()
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())

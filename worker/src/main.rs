@@ -16,10 +16,10 @@ struct Cli {
     startup_timeout: std::time::Duration,
 
     /// Threads running the worker's own work: claims, completions,
-    /// heartbeats and the built-in and `exec` jobs, none of which computes
-    /// on these threads (`spin` burns CPU on a pool of its own, `exec` in
-    /// its process); 0 means one per CPU. One left the database more of a
-    /// small machine's CPU: 3% more jobs/s in a drain than one per CPU.
+    /// heartbeats and the built-in and `exec` jobs, which compute little
+    /// there (`spin` burns CPU on a pool of its own, `exec` in its process;
+    /// starting a command and reading its output are short); 0 means
+    /// tokio's default, one per CPU or `TOKIO_WORKER_THREADS`.
     #[arg(long, env = "DROVE_RUNTIME_THREADS", default_value_t = 1)]
     runtime_threads: usize,
 }

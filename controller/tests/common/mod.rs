@@ -174,7 +174,10 @@ impl WorkerProc {
             "text",
         ])
         .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(extra);
+        .args(extra)
+        // The runtime's threads are the flag's (or its default) alone.
+        .env_remove("DROVE_RUNTIME_THREADS")
+        .env_remove("TOKIO_WORKER_THREADS");
         WorkerProc(Proc::spawn(cmd, port, log, false))
     }
 
