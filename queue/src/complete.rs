@@ -17,9 +17,10 @@
 //!
 //! The statements are functions of migration 006 (successes: of 009 and
 //! 010, which fences a batch without results with one TID scan and a
-//! hashed (id, attempt) test), run with sequential scans off: each looks the batch's rows up by address or primary key,
-//! whatever the statistics say (they once made the planner scan all of
-//! `jobs` per batch: 60 ms per completion of 500 instead of about 3).
+//! hashed (id, attempt) test), run with sequential scans off: each looks
+//! the batch's rows up by address or primary key, whatever the statistics
+//! say (they once made the planner scan all of `jobs` per batch: 60 ms per
+//! completion of 500 instead of about 3).
 //! `lifecycle.rs` checks that no outcome scans `jobs`.
 
 use serde_json::value::RawValue;
