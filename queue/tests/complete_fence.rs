@@ -35,6 +35,14 @@ async fn complete_at(
     accepted
 }
 
+/// Enqueues `n` no-op jobs in the default queue.
+async fn noops(t: &TestDb, conn: &Conn, n: usize) {
+    let jobs: Vec<NewJob> = (0..n).map(|_| NewJob::new("noop")).collect();
+    jobs_enqueue_many(conn.client(), &t.schema, &jobs)
+        .await
+        .unwrap();
+}
+
 async fn state(t: &TestDb, conn: &Conn, id: JobId) -> JobState {
     job_get(conn.client(), &t.schema, id).await.unwrap().state
 }
@@ -44,10 +52,7 @@ async fn a_row_is_recorded_only_as_an_attempt_the_batch_reports() {
     let t = TestDb::new().await;
     let w1 = t.registered("w1", Duration::from_secs(30)).await;
     let w2 = t.registered("w2", Duration::from_secs(30)).await;
-    let jobs: Vec<NewJob> = (0..40).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(w1.client(), &t.schema, &jobs)
-        .await
-        .unwrap();
+    noops(&t, &w1, 40).await;
     let mine = jobs_claim(&w1, "default", 30, "w1").await.unwrap();
     let theirs = jobs_claim(&w2, "default", 10, "w2").await.unwrap();
     assert_eq!((mine.len(), theirs.len()), (30, 10));
@@ -106,10 +111,7 @@ async fn a_row_is_recorded_only_as_an_attempt_the_batch_reports() {
 async fn a_batch_with_results_keeps_each_jobs_result() {
     let t = TestDb::new().await;
     let conn = t.registered("w1", Duration::from_secs(30)).await;
-    let jobs: Vec<NewJob> = (0..40).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(conn.client(), &t.schema, &jobs)
-        .await
-        .unwrap();
+    noops(&t, &conn, 40).await;
     let claimed = jobs_claim(&conn, "default", 40, "w1").await.unwrap();
     // Every third job has a result; the others none.
     let batch: Vec<Completion> = claimed
@@ -139,10 +141,7 @@ async fn a_batch_with_results_keeps_each_jobs_result() {
 async fn the_fence_is_one_tid_scan_and_a_hashed_test() {
     let t = TestDb::new().await;
     let conn = t.registered("w1", Duration::from_secs(30)).await;
-    let jobs: Vec<NewJob> = (0..5000).map(|_| NewJob::new("noop")).collect();
-    jobs_enqueue_many(conn.client(), &t.schema, &jobs)
-        .await
-        .unwrap();
+    noops(&t, &conn, 5000).await;
     conn.client()
         .batch_execute(&t.schema.sql(
             "ANALYZE {s}.jobs;
